@@ -1,0 +1,33 @@
+"""pollama's inference engine: GGUF in, tokens and logits out. Knows nothing of HTTP, names or manifests."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from engine.gguf import GGUFError, GGUFFile
+from engine.models import from_gguf
+from engine.tokenizer import Tokenizer
+
+
+@dataclass
+class LoadedModel:
+    model: Any                      # an engine.models.<arch> model instance
+    tokenizer: Tokenizer
+    metadata: dict[str, Any]        # the GGUF metadata (plain Python values)
+    architecture: str
+    context_length: int             # the context the model was trained with
+
+
+def load_model(path: str | os.PathLike) -> LoadedModel:
+    """Read a GGUF file, repack its weights for the kernels and build its tokenizer; the file is closed after."""
+    with GGUFFile(path) as gguf:
+        metadata = dict(gguf.metadata)
+        model = from_gguf(gguf)
+        tokenizer = Tokenizer.from_metadata(metadata)
+        arch = gguf.architecture
+    return LoadedModel(model, tokenizer, metadata, arch, int(metadata.get(f"{arch}.context_length", 2048)))
+
+
+__all__ = ["GGUFError", "LoadedModel", "load_model"]

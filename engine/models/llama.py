@@ -1,0 +1,143 @@
+"""The llama architecture (Llama 1/2/3, Mistral, TinyLlama, SmolLM2): RMSNorm, RoPE on adjacent pairs,
+grouped-query attention, SwiGLU feed-forward, optional tied output head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.gguf import GGUFFile
+from engine.kv_cache import KVCache
+from engine.ops import RopeTable, attention, rms_norm, rope_normal, silu
+from engine.quant import QTensor, concat_rows, load_tensor
+
+ARCH = "llama"
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    n_layer: int
+    dim: int
+    n_head: int
+    n_kv_head: int
+    head_dim: int
+    ffn_dim: int
+    norm_eps: float
+    rope_base: float
+    rope_dim: int
+    rope_freq_scale: float
+    vocab_size: int
+    context_length: int
+
+    @classmethod
+    def from_metadata(cls, md: dict) -> LlamaConfig:
+        def k(key, default=None):
+            return md.get(f"{ARCH}.{key}", default)
+
+        n_head = int(k("attention.head_count"))
+        dim = int(k("embedding_length"))
+        head_dim = int(k("attention.key_length", dim // n_head))
+        scale = float(k("rope.scaling.factor", 0.0) or 0.0)
+        return cls(
+            n_layer=int(k("block_count")), dim=dim, n_head=n_head,
+            n_kv_head=int(k("attention.head_count_kv", n_head)), head_dim=head_dim,
+            ffn_dim=int(k("feed_forward_length")), norm_eps=float(k("attention.layer_norm_rms_epsilon")),
+            rope_base=float(k("rope.freq_base", 10000.0)), rope_dim=int(k("rope.dimension_count", head_dim)),
+            rope_freq_scale=1.0 / scale if scale else 1.0,
+            vocab_size=int(k("vocab_size", len(md["tokenizer.ggml.tokens"]))),
+            context_length=int(k("context_length", 2048)),
+        )
+
+
+@dataclass(frozen=True)
+class LlamaBlock:
+    attn_norm: np.ndarray      # (dim,)
+    attn_qkv: QTensor          # attn_q | attn_k | attn_v fused: ((n_head + 2 n_kv_head) · head_dim, dim)
+    attn_output: QTensor       # (dim, n_head · head_dim)
+    ffn_norm: np.ndarray       # (dim,)
+    ffn_gate_up: QTensor       # ffn_gate | ffn_up fused: (2 · ffn_dim, dim)
+    ffn_down: QTensor          # (dim, ffn_dim)
+
+
+class Llama:
+    """Forward pass over a KV cache; weights stay quantized and are multiplied by engine.quant kernels."""
+
+    def __init__(self, cfg: LlamaConfig, token_embd: QTensor, blocks: list[LlamaBlock],
+                 output_norm: np.ndarray, output: QTensor) -> None:
+        self.cfg = cfg
+        self.token_embd, self.blocks, self.output_norm, self.output = token_embd, blocks, output_norm, output
+        self.rope = RopeTable(cfg.rope_dim, cfg.rope_base, cfg.rope_freq_scale)
+
+    @classmethod
+    def from_gguf(cls, gguf: GGUFFile) -> Llama:
+        cfg = LlamaConfig.from_metadata(gguf.metadata)
+
+        def weight(name: str) -> QTensor:
+            info = gguf.tensors[name]
+            return load_tensor(gguf.raw(name), info.ggml_type, info.shape)
+
+        def vector(name: str) -> np.ndarray:
+            return np.array(gguf.array(name), dtype=np.float32)
+
+        blocks = []
+        for i in range(cfg.n_layer):
+            p = f"blk.{i}."
+            blocks.append(LlamaBlock(
+                attn_norm=vector(p + "attn_norm.weight"),
+                attn_qkv=concat_rows([weight(p + f"attn_{x}.weight") for x in "qkv"]),
+                attn_output=weight(p + "attn_output.weight"),
+                ffn_norm=vector(p + "ffn_norm.weight"),
+                ffn_gate_up=concat_rows([weight(p + "ffn_gate.weight"), weight(p + "ffn_up.weight")]),
+                ffn_down=weight(p + "ffn_down.weight"),
+            ))
+        token_embd = weight("token_embd.weight")
+        output = weight("output.weight") if "output.weight" in gguf.tensors else token_embd  # tied head
+        return cls(cfg, token_embd, blocks, vector("output_norm.weight"), output)
+
+    def new_cache(self, n_ctx: int) -> KVCache:
+        return KVCache(self.cfg.n_layer, self.cfg.n_kv_head, self.cfg.head_dim, n_ctx)
+
+    def forward(self, tokens: np.ndarray, start_pos: int, cache: KVCache, all_logits: bool = False) -> np.ndarray:
+        """Logits (vocab,) of the last token, or (T, vocab) with all_logits; extends the cache by T tokens."""
+        x = self.hidden(tokens, start_pos, cache)                              # (T, dim)
+        x = x if all_logits else x[-1:]                                        # only needed rows get the head
+        logits = self.output(rms_norm(x, self.output_norm, self.cfg.norm_eps))  # (T or 1, vocab)
+        return logits if all_logits else logits[0]
+
+    def hidden(self, tokens: np.ndarray, start_pos: int, cache: KVCache) -> np.ndarray:
+        """Final hidden states (T, dim) before the output norm."""
+        cfg = self.cfg
+        T = len(tokens)
+        cache.reserve(start_pos + T)
+        cos, sin = self.rope.angles(np.arange(start_pos, start_pos + T))      # (T, rope_dim/2)
+        x = self.token_embd.take_rows(np.asarray(tokens))                     # (T, dim)
+        for i, blk in enumerate(self.blocks):
+            x = x + self.attention(i, blk, rms_norm(x, blk.attn_norm, cfg.norm_eps), start_pos, cache, cos, sin)
+            h = rms_norm(x, blk.ffn_norm, cfg.norm_eps)
+            gate_up = blk.ffn_gate_up(h)                                      # (T, 2 · ffn_dim)
+            x = x + blk.ffn_down(silu(gate_up[:, :cfg.ffn_dim]) * gate_up[:, cfg.ffn_dim:])
+        return x
+
+    def attention(self, layer: int, blk: LlamaBlock, h: np.ndarray, start_pos: int, cache: KVCache,
+                  cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+        cfg = self.cfg
+        T, d = h.shape[0], cfg.head_dim
+        qkv = blk.attn_qkv(h)                                                 # (T, (n_head + 2 n_kv) · d)
+        n_q, n_kv = cfg.n_head * d, cfg.n_kv_head * d
+        q = rope_normal(qkv[:, :n_q].reshape(T, cfg.n_head, d), cos, sin)      # (T, n_head, d)
+        k = rope_normal(qkv[:, n_q:n_q + n_kv].reshape(T, cfg.n_kv_head, d), cos, sin)  # (T, n_kv, d)
+        v = qkv[:, n_q + n_kv:].reshape(T, cfg.n_kv_head, d)                  # (T, n_kv, d)
+        cache.write(layer, start_pos, k, v)
+        end = start_pos + T
+        out = attention(q, cache.keys(layer, end), cache.values(layer, end), start_pos, 1.0 / np.sqrt(d))
+        return blk.attn_output(out)                                           # (T, dim)
+
+    def rerotate_keys(self, cache: KVCache, start: int, end: int, delta: int) -> None:
+        """After a context shift, rotate cached keys at [start, end) by delta positions (R(p+δ) = R(δ)R(p))."""
+        cos, sin = self.rope.angles(np.full(1, abs(delta)))
+        sin = sin if delta > 0 else -sin
+        for layer in range(self.cfg.n_layer):
+            k = cache.k[layer, :, start:end].transpose(1, 0, 2)               # (n, n_kv, d)
+            cache.k[layer, :, start:end] = rope_normal(k, np.repeat(cos, len(k), 0),
+                                                       np.repeat(sin, len(k), 0)).transpose(1, 0, 2)
