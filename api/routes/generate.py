@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 
 from flask import Blueprint, Response, jsonify
 
@@ -32,15 +33,14 @@ def generate() -> Response:
     run = options.build(options.merge(record.params, req.options))
     template = None if req.raw else prompt.parse_template(req.template or record.template or prompt.DEFAULT_TEMPLATE)
     entry, load_ns = svc.pool.acquire(record, keep_alive)
-    try:
+    with ExitStack() as release_unless_running:
+        release_unless_running.callback(svc.pool.release, entry)
         if not req.prompt:
             return jsonify(_chunk(req.model, "", done=True, done_reason="load"))
         text = req.prompt if req.raw else prompt.render(
             template, prompt.generate_messages(record, req.prompt, req.system, with_history=not req.context))
         tokens = prompt.encode(entry.model.tokenizer, text, req.context)
-    except BaseException:
-        svc.pool.release(entry)
-        raise
+        release_unless_running.pop_all()          # from here run_steps releases the model when it ends
     run_state = run_steps(svc.pool, entry, tokens, run, started_ns, load_ns)
 
     def to_json(step) -> dict:
@@ -51,7 +51,9 @@ def generate() -> Response:
 
     if req.stream:
         return ndjson(run_state.steps, to_json, run_state.headers)
-    return jsonify(_collect(run_state.steps, to_json))
+    response = jsonify(_collect(run_state.steps, to_json))
+    response.headers.update(run_state.headers)
+    return response
 
 
 def _chunk(model: str, text: str, done: bool, done_reason: str | None = None) -> dict:

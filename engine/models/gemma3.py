@@ -1,0 +1,224 @@
+"""The gemma3 architecture (text part of Gemma 3 270M/1B/4B/12B/27B): scaled embeddings, RMSNorm before and
+after attention and FFN, per-head RMSNorm on Q and K, NeoX RoPE, sliding-window attention on 5 of every 6
+layers, GELU-gated feed-forward, tied output head.
+
+The GGUF converters already add Gemma's "+1" to every ``*_norm.weight``: the norms use the weights as stored.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.gguf import GGUFFile
+from engine.kv_cache import KVCache
+from engine.ops import RopeTable, attention, rms_norm, rope_neox
+from engine.quant import QTensor, concat_rows, load_tensor
+
+ARCH = "gemma3"
+SWA_PATTERN = 6            # llama.cpp set_swa_pattern(6): layer il slides iff il % 6 < 5; every 6th is global
+LOCAL_ROPE_BASE = 10000.0  # llama.cpp hard-codes it for the sliding layers when the file has no key for it
+LAYERS_27B = 62            # llama.cpp scales 27B queries by 1/sqrt(dim / n_head) instead of 1/sqrt(head_dim)
+
+
+@dataclass(frozen=True)
+class Gemma3Config:
+    n_layer: int
+    dim: int
+    n_head: int
+    n_kv_head: int
+    head_dim: int
+    ffn_dim: int
+    norm_eps: float
+    rope_base: float               # global layers
+    rope_freq_scale: float         # global layers only; sliding layers are never scaled
+    rope_base_local: float         # sliding layers
+    sliding_window: int            # a key is hidden from a query iff q_pos - k_pos >= sliding_window
+    swa_layers: tuple[bool, ...]   # (n_layer,) True for sliding-window layers
+    attn_scale: float              # multiplies q·k (query_pre_attn_scalar^-1/2)
+    final_logit_softcap: float     # 0 = off
+    vocab_size: int
+    context_length: int
+
+    @classmethod
+    def from_metadata(cls, md: dict) -> Gemma3Config:
+        def k(key, default=None):
+            return md.get(f"{ARCH}.{key}", default)
+
+        n_layer = int(k("block_count"))
+        n_head = int(k("attention.head_count"))
+        dim = int(k("embedding_length"))
+        head_dim = int(k("attention.key_length", dim // n_head))
+        scale = float(k("rope.scaling.factor", 0.0) or 0.0)
+        pattern = k("attention.sliding_window_pattern")   # per-layer bools, from Ollama's converter
+        swa = (tuple(bool(b) for b in pattern) if pattern is not None
+               else tuple(il % SWA_PATTERN < SWA_PATTERN - 1 for il in range(n_layer)))
+        query_scalar = dim // n_head if n_layer == LAYERS_27B else head_dim
+        return cls(
+            n_layer=n_layer, dim=dim, n_head=n_head, n_kv_head=int(k("attention.head_count_kv", n_head)),
+            head_dim=head_dim, ffn_dim=int(k("feed_forward_length")),
+            norm_eps=float(k("attention.layer_norm_rms_epsilon")),
+            rope_base=float(k("rope.freq_base", 10000.0)), rope_freq_scale=1.0 / scale if scale else 1.0,
+            rope_base_local=float(k("rope.freq_base_swa", k("rope.local.freq_base", LOCAL_ROPE_BASE))),
+            sliding_window=int(k("attention.sliding_window")), swa_layers=swa,
+            attn_scale=1.0 / float(np.sqrt(query_scalar)),
+            final_logit_softcap=float(k("final_logit_softcapping", 0.0) or 0.0),
+            vocab_size=int(k("vocab_size", len(md["tokenizer.ggml.tokens"]))),
+            context_length=int(k("context_length", 2048)),
+        )
+
+
+@dataclass(frozen=True)
+class Gemma3Block:
+    attn_norm: np.ndarray            # (dim,)
+    attn_qkv: tuple[QTensor, ...]    # attn_q | attn_k | attn_v, runs of one quant type fused (see _fused)
+    attn_q_norm: np.ndarray          # (head_dim,) per-head RMSNorm of q, before RoPE
+    attn_k_norm: np.ndarray          # (head_dim,)
+    attn_output: QTensor             # (dim, n_head · head_dim)
+    post_attention_norm: np.ndarray  # (dim,)
+    ffn_norm: np.ndarray             # (dim,) = HF pre_feedforward_layernorm
+    ffn_gate_up: tuple[QTensor, ...]  # ffn_gate | ffn_up, fused if of one type: (2 · ffn_dim, dim) in all
+    ffn_down: QTensor                # (dim, ffn_dim)
+    post_ffw_norm: np.ndarray        # (dim,)
+
+
+class Gemma3:
+    """Forward pass over a KV cache; weights stay quantized and are multiplied by engine.quant kernels."""
+
+    def __init__(self, cfg: Gemma3Config, token_embd: QTensor, blocks: list[Gemma3Block],
+                 output_norm: np.ndarray, output: QTensor) -> None:
+        self.cfg = cfg
+        self.token_embd, self.blocks, self.output_norm, self.output = token_embd, blocks, output_norm, output
+        self.rope_global = RopeTable(cfg.head_dim, cfg.rope_base, cfg.rope_freq_scale)
+        self.rope_local = RopeTable(cfg.head_dim, cfg.rope_base_local)
+
+    @classmethod
+    def from_gguf(cls, gguf: GGUFFile) -> Gemma3:
+        cfg = Gemma3Config.from_metadata(gguf.metadata)
+
+        def vector(name: str) -> np.ndarray:
+            return np.array(gguf.array(name), dtype=np.float32)
+
+        blocks = []
+        for i in range(cfg.n_layer):
+            p = f"blk.{i}."
+            blocks.append(Gemma3Block(
+                attn_norm=vector(p + "attn_norm.weight"),
+                attn_qkv=_fused(gguf, [p + f"attn_{x}.weight" for x in "qkv"]),
+                attn_q_norm=vector(p + "attn_q_norm.weight"),
+                attn_k_norm=vector(p + "attn_k_norm.weight"),
+                attn_output=_load(gguf, p + "attn_output.weight"),
+                post_attention_norm=vector(p + "post_attention_norm.weight"),
+                ffn_norm=vector(p + "ffn_norm.weight"),
+                ffn_gate_up=_fused(gguf, [p + "ffn_gate.weight", p + "ffn_up.weight"]),
+                ffn_down=_load(gguf, p + "ffn_down.weight"),
+                post_ffw_norm=vector(p + "post_ffw_norm.weight"),
+            ))
+        token_embd = _load(gguf, "token_embd.weight")
+        output = _load(gguf, "output.weight") if "output.weight" in gguf.tensors else token_embd  # tied head
+        return cls(cfg, token_embd, blocks, vector("output_norm.weight"), output)
+
+    def new_cache(self, n_ctx: int) -> KVCache:
+        return KVCache(self.cfg.n_layer, self.cfg.n_kv_head, self.cfg.head_dim, n_ctx)
+
+    def forward(self, tokens: np.ndarray, start_pos: int, cache: KVCache,
+                all_logits: bool = False) -> np.ndarray:
+        """Logits (vocab,) of the last token, or (T, vocab) with all_logits; extends the cache by T tokens."""
+        x = self.hidden(tokens, start_pos, cache)                              # (T, dim)
+        x = x if all_logits else x[-1:]                                        # only needed rows get the head
+        logits = self.output(rms_norm(x, self.output_norm, self.cfg.norm_eps))  # (T or 1, vocab)
+        cap = self.cfg.final_logit_softcap
+        if cap:
+            logits = np.float32(cap) * np.tanh(logits / np.float32(cap))
+        return logits if all_logits else logits[0]
+
+    def hidden(self, tokens: np.ndarray, start_pos: int, cache: KVCache) -> np.ndarray:
+        """Final hidden states (T, dim) before the output norm."""
+        cfg, eps = self.cfg, self.cfg.norm_eps
+        T = len(tokens)
+        cache.reserve(start_pos + T)
+        positions = np.arange(start_pos, start_pos + T)
+        angles = {True: self.rope_local.angles(positions),                   # sliding layers: (cos, sin),
+                  False: self.rope_global.angles(positions)}                  # each (T, head_dim/2)
+        x = self.token_embd.take_rows(np.asarray(tokens)) * np.float32(np.sqrt(cfg.dim))  # (T, dim)
+        for i, blk in enumerate(self.blocks):
+            h = rms_norm(x, blk.attn_norm, eps)
+            a = self.attention(i, blk, h, start_pos, cache, *angles[cfg.swa_layers[i]])   # (T, dim)
+            x = x + rms_norm(a, blk.post_attention_norm, eps)
+            h = rms_norm(x, blk.ffn_norm, eps)
+            gate_up = _matmul(blk.ffn_gate_up, h)                              # (T, 2 · ffn_dim)
+            f = blk.ffn_down(gelu_fp16_table(gate_up[:, :cfg.ffn_dim]) * gate_up[:, cfg.ffn_dim:])  # (T, dim)
+            x = x + rms_norm(f, blk.post_ffw_norm, eps)
+        return x
+
+    def attention(self, layer: int, blk: Gemma3Block, h: np.ndarray, start_pos: int, cache: KVCache,
+                  cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+        cfg, eps = self.cfg, self.cfg.norm_eps
+        T, d = h.shape[0], cfg.head_dim
+        qkv = _matmul(blk.attn_qkv, h)                                         # (T, (n_head + 2 n_kv) · d)
+        n_q, n_kv = cfg.n_head * d, cfg.n_kv_head * d
+        q = qkv[:, :n_q].reshape(T, cfg.n_head, d)                           # (T, n_head, d)
+        k = qkv[:, n_q:n_q + n_kv].reshape(T, cfg.n_kv_head, d)              # (T, n_kv, d)
+        v = qkv[:, n_q + n_kv:].reshape(T, cfg.n_kv_head, d)                 # (T, n_kv, d)
+        q = rope_neox(rms_norm(q, blk.attn_q_norm, eps), cos, sin)           # QK-norm per head, then RoPE
+        k = rope_neox(rms_norm(k, blk.attn_k_norm, eps), cos, sin)
+        cache.write(layer, start_pos, k, v)
+        end = start_pos + T
+        window = cfg.sliding_window if cfg.swa_layers[layer] else 0
+        first = max(0, start_pos - window + 1) if window else 0              # older keys are in no window
+        keys, values = cache.keys(layer, end)[:, first:], cache.values(layer, end)[:, first:]  # (n_kv, S, d)
+        out = attention(q, keys, values, start_pos - first, cfg.attn_scale, window)  # (T, n_head · d)
+        return blk.attn_output(out)                                          # (T, dim)
+
+    def rerotate_keys(self, cache: KVCache, start: int, end: int, delta: int) -> None:
+        """After a context shift, rotate cached keys at [start, end) by delta positions (R(p+δ) = R(δ)R(p)),
+        with each layer's own RoPE base."""
+        for layer in range(self.cfg.n_layer):
+            rope = self.rope_local if self.cfg.swa_layers[layer] else self.rope_global
+            cos, sin = rope.angles(np.full(1, abs(delta)))                    # (1, d/2)
+            sin = sin if delta > 0 else -sin
+            k = cache.k[layer, :, start:end].transpose(1, 0, 2)               # (n, n_kv, d)
+            shape = (len(k), cos.shape[1])
+            rotated = rope_neox(k, np.broadcast_to(cos, shape), np.broadcast_to(sin, shape))
+            cache.k[layer, :, start:end] = rotated.transpose(1, 0, 2)
+
+
+def _load(gguf: GGUFFile, name: str) -> QTensor:
+    info = gguf.tensors[name]
+    return load_tensor(gguf.raw(name), info.ggml_type, info.shape)
+
+
+def _fused(gguf: GGUFFile, names: list[str]) -> tuple[QTensor, ...]:
+    """Load matrices that multiply the same input, fusing each run of neighbours of one quant type into one
+    matrix (one kernel call instead of several). gemma3 files mix types: attn_v is Q8_0 in some layers and
+    Q5_0 in others, so q|k|v becomes (q|k, v) there."""
+    runs = itertools.groupby(names, key=lambda name: gguf.tensors[name].ggml_type)
+    parts = [[_load(gguf, name) for name in group] for _, group in runs]
+    return tuple(p[0] if len(p) == 1 else concat_rows(p) for p in parts)
+
+
+def _matmul(parts: tuple[QTensor, ...], x: np.ndarray) -> np.ndarray:
+    """x (T, cols) times every part, outputs side by side: (T, sum of part rows)."""
+    return parts[0](x) if len(parts) == 1 else np.concatenate([p(x) for p in parts], axis=1)
+
+
+def _gelu_table() -> np.ndarray:
+    """ggml's GELU of every fp16 value (float32 tanh formula), rounded to fp16: (65536,) f32 by fp16 bits."""
+    x = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        inner = np.float32(0.7978845608028654) * x * (np.float32(1.0) + np.float32(0.044715) * x * x)
+        y = np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner))
+    return y.astype(np.float16).astype(np.float32)
+
+
+_GELU_TABLE = _gelu_table()
+
+
+def gelu_fp16_table(x: np.ndarray) -> np.ndarray:
+    """Tanh-GELU the way ggml's CPU backend computes it (GGML_GELU_FP16): a lookup at x rounded to fp16, 0 below
+    -10, identity above 10. With 8-bit activations this model turns 1-ulp differences into 0.05-logit ones, so
+    copying ggml's rounding keeps us on llama.cpp's numbers (the BOS position's logits then agree to 1e-5)."""
+    y = _GELU_TABLE[x.astype(np.float16).view(np.uint16)]
+    return np.where(x <= -10, np.float32(0.0), np.where(x >= 10, x, y))
