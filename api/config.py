@@ -17,7 +17,7 @@ class Settings:
     cache_dir: Path = Path.home() / ".cache" / "pollama" / "models"   # downloaded wheels and model files
     keep_alive: str = "5m"
     num_threads: int = 0                  # 0 = choose automatically
-    num_parallel: int = 1                 # sequences decoded together per model
+    num_parallel: int = 4                 # sequences decoded together per model
     max_queue: int = 512                  # waiting requests in total before 503
     max_loaded_models: int = 3
     default_model: str | None = DEFAULT_MODEL   # imported at start when missing; None turns that off

@@ -78,8 +78,9 @@ class ModelPool:
     """Loads models through ``loader`` and hands out their Runners; a reaper unloads expired idle models."""
 
     def __init__(self, loader: Callable[[Path], LoadedModel], *, threads: int = 0, max_loaded: int = 3,
-                 on_thread_start: Callable | None = None) -> None:
+                 num_parallel: int = 1, on_thread_start: Callable | None = None) -> None:
         self._loader, self._threads, self._max_loaded = loader, threads, max(1, max_loaded)
+        self._num_parallel = max(1, num_parallel)
         self._on_thread_start = on_thread_start
         self._loaded: dict[str, Loaded] = {}                   # keyed by manifest digest
         self._lock = threading.Lock()
@@ -97,7 +98,8 @@ class ModelPool:
             if entry is None:
                 self._evict_for_one_more()
                 model = self._loader(record.model_path)
-                runner = Runner(model.model, model.tokenizer, self._threads, self._on_thread_start)
+                runner = Runner(model.model, model.tokenizer, self._threads, self._on_thread_start,
+                                num_parallel=self._num_parallel)
                 entry = Loaded(record, model, runner)
                 with self._lock:
                     self._loaded[record.digest] = entry

@@ -1,4 +1,9 @@
-"""The generation loop: prefill in batches, then decode token by token, yielding typed Steps."""
+"""Generation as a per-request state machine (Sequence) that a scheduler feeds logits to, yielding typed Steps.
+
+A Sequence hands out the next Segment of tokens to compute (a prefill chunk, or the one token it just sampled) and
+turns the logits that come back into Steps. One forward pass can serve many Sequences at once (continuous batching,
+engine/runner.py); ``generate`` runs a single one.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.kv_cache import KVCache
+from engine.kv_cache import KVCache, Segment
 from engine.sampling import Sampler, SamplingOptions
 from engine.stopping import StopMatcher
 from engine.tokenizer import StreamDecoder, Tokenizer
@@ -24,15 +29,24 @@ class Limits:
     num_ctx: int = 2048              # KV cache size in tokens
     num_keep: int = 4                # tokens kept at the front when the context is shifted or truncated
     num_batch: int = 512             # prompt tokens per prefill forward call
+    logprobs: int | None = None      # None: no logprobs; N >= 0: the chosen token's logprob and the top N
 
 
 @dataclass(frozen=True)
 class Metrics:
     prompt_eval_count: int           # prompt tokens, including any prefix reused from the cache
-    prompt_eval_duration_ns: int     # time spent on the prompt tokens actually computed
+    prompt_eval_duration_ns: int     # time until the prompt's logits were ready
     eval_count: int                  # generated tokens
     eval_duration_ns: int
     prompt_truncated: int = 0        # prompt tokens dropped to fit num_ctx
+    prompt_cached: int = 0           # prompt tokens reused from an earlier request's cache
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()   # the most likely tokens at this position, best first
 
 
 @dataclass(frozen=True)
@@ -42,13 +56,14 @@ class Step:
     done_reason: str | None = None               # "stop" | "length" | "cancel" on the final step
     metrics: Metrics | None = None               # final step only
     context: tuple[int, ...] = field(default=())  # final step only: prompt + generated token ids
+    logprob: TokenLogprob | None = None
 
 
 def fit_prompt(tokens: list[int], n_ctx: int, num_keep: int) -> tuple[list[int], int]:
     """Keep the first num_keep tokens and the newest ones so that the prompt leaves room to generate.
 
-    Returns (tokens, number dropped). As Ollama's runner: inputs[:keep] + inputs[-(n_ctx - keep):], but we keep one
-    slot free so at least one token can be generated before the first context shift.
+    Returns (tokens, number dropped). As Ollama's runner: inputs[:keep] + inputs[-(n_ctx - keep):], but one slot is
+    kept free so that at least one token can be generated before the first context shift.
     """
     room = n_ctx - 1
     if len(tokens) <= room:
@@ -58,73 +73,122 @@ def fit_prompt(tokens: list[int], n_ctx: int, num_keep: int) -> tuple[list[int],
     return kept, len(tokens) - len(kept)
 
 
+class Sequence:
+    """One request's generation: prompt, sampler, stop strings, and the KV cache it writes."""
+
+    def __init__(self, model, tokenizer: Tokenizer, cache: KVCache, prompt: list[int], sampling: SamplingOptions,
+                 limits: Limits, constraint=None) -> None:
+        if not prompt:
+            raise ValueError("empty prompt")
+        self.model, self.tokenizer, self.cache, self.limits = model, tokenizer, cache, limits
+        self.prompt, self.truncated = fit_prompt(list(prompt), limits.num_ctx, limits.num_keep)
+        self.sampler = Sampler(sampling, tokenizer.vocab_size, newline_id=tokenizer.newline_id, n_ctx=limits.num_ctx)
+        for t in self.prompt:
+            self.sampler.accept(t)
+        self.constraint = constraint
+        self.decoder, self.stops = StreamDecoder(tokenizer), StopMatcher(limits.stop)
+        self.generated: list[int] = []
+        self.done_reason: str | None = "length" if limits.num_predict == 0 else None
+        self.cached = min(cache.common_prefix(self.prompt), len(self.prompt) - 1)   # last token recomputed for logits
+        cache.truncate(self.cached)
+        self.pending = self.prompt[self.cached:]
+        self.started_ns = time.perf_counter_ns()
+        self.prompt_done_ns = 0
+        self.finished = False                # the final Step has been produced
+
+    @property
+    def done(self) -> bool:
+        return self.done_reason is not None
+
+    @property
+    def prefilling(self) -> bool:
+        return self.prompt_done_ns == 0
+
+    def next_segment(self, max_tokens: int) -> Segment:
+        """The tokens to compute next (at most max_tokens), shifting the context first when it is full."""
+        if not self.prefilling and self.cache.length >= self.limits.num_ctx:
+            self._shift_context()
+        chunk = self.pending[:max(1, max_tokens)]
+        return Segment(np.asarray(chunk, np.int64), self.cache.length, self.cache)
+
+    def advance(self, segment: Segment, logits: np.ndarray) -> list[Step]:
+        """Record that ``segment`` was computed; with the prompt complete, sample from ``logits``."""
+        n = len(segment.tokens)
+        self.cache.tokens.extend(segment.tokens.tolist())
+        self.pending = self.pending[n:]
+        if self.pending:
+            return []
+        if self.prefilling:
+            self.prompt_done_ns = time.perf_counter_ns()
+        if self.done:                        # num_predict 0: the prompt is evaluated, nothing is generated
+            return [self.final_step()]
+        return self._sample(logits)
+
+    def cancel(self) -> Step:
+        self.done_reason = self.done_reason or "cancel"
+        return self.final_step()
+
+    def final_step(self) -> Step:
+        self.finished = True
+        tail = "" if self.done_reason == "stop" else self.stops.push(self.decoder.flush())[0] + self.stops.flush()
+        now = time.perf_counter_ns()
+        prompt_done = self.prompt_done_ns or now
+        metrics = Metrics(len(self.prompt), prompt_done - self.started_ns, len(self.generated), now - prompt_done,
+                          self.truncated, self.cached)
+        return Step(tail, None, self.done_reason, metrics, tuple(self.prompt) + tuple(self.generated))
+
+    def _sample(self, logits: np.ndarray) -> list[Step]:
+        if self.constraint is not None:
+            logits = self.constraint.apply(logits)
+        token = self.sampler.sample(logits)
+        if token in self.tokenizer.eog_ids:
+            self.done_reason = "stop"
+            return [self.final_step()]
+        self.sampler.accept(token)
+        if self.constraint is not None:
+            self.constraint.accept(token)
+        self.generated.append(token)
+        text, stopped = self.stops.push(self.decoder.feed(token))
+        if stopped or (self.constraint is not None and self.constraint.done):
+            self.done_reason = "stop"
+        elif self._length_reached():
+            self.done_reason = "length"
+        self.pending = [token]
+        step = Step(text, token, logprob=self._logprob(logits, token))
+        return [step, self.final_step()] if self.done else [step]
+
+    def _logprob(self, logits: np.ndarray, token: int) -> TokenLogprob | None:
+        if self.limits.logprobs is None:
+            return None
+        shifted = logits - np.max(logits)
+        logp = shifted - np.log(np.sum(np.exp(shifted)))                  # (vocab,) log-softmax
+        n = self.limits.logprobs
+        top = np.argpartition(-logp, n)[:n] if 0 < n < len(logp) else np.arange(len(logp))[:n]
+        top = top[np.argsort(-logp[top], kind="stable")]
+        return TokenLogprob(token, float(logp[token]), tuple((int(t), float(logp[t])) for t in top))
+
+    def _length_reached(self) -> bool:
+        if self.limits.num_predict >= 0:
+            return len(self.generated) >= self.limits.num_predict
+        if self.limits.num_predict == -2:
+            return self.cache.length + 1 >= self.limits.num_ctx
+        return False
+
+    def _shift_context(self) -> None:
+        """llama.cpp's context shift: keep num_keep tokens, drop half of the rest, re-rotate the moved keys."""
+        n_keep = max(0, min(self.limits.num_keep, self.limits.num_ctx // 2))
+        n_discard = (self.cache.length - n_keep) // 2
+        self.cache.shift(n_keep, n_discard)
+        self.model.rerotate_keys(self.cache, n_keep, self.cache.length, -n_discard)
+
+
 def generate(model, tokenizer: Tokenizer, cache: KVCache, prompt: list[int], sampling: SamplingOptions,
-             limits: Limits, cancel: threading.Event | None = None) -> Iterator[Step]:
-    """Run the prompt through ``model`` (reusing what ``cache`` already holds) and sample until a limit is hit."""
-    prompt, truncated = fit_prompt(prompt, limits.num_ctx, limits.num_keep)
-    sampler = Sampler(sampling, tokenizer.vocab_size, newline_id=tokenizer.newline_id, n_ctx=limits.num_ctx)
-    for t in prompt:
-        sampler.accept(t)
-    t0 = time.perf_counter_ns()
-    logits = prefill(model, cache, prompt, limits.num_batch)
-    prompt_ns = time.perf_counter_ns() - t0
-
-    decoder, stops = StreamDecoder(tokenizer), StopMatcher(limits.stop)
-    generated: list[int] = []
-    reason = "length" if limits.num_predict == 0 else None
-    t1 = time.perf_counter_ns()
-    while reason is None:
+             limits: Limits, cancel: threading.Event | None = None, constraint=None) -> Iterator[Step]:
+    """Run one Sequence to its end on the calling thread (the runner batches many instead)."""
+    seq = Sequence(model, tokenizer, cache, prompt, sampling, limits, constraint)
+    while not seq.finished:
         if cancel is not None and cancel.is_set():
-            reason = "cancel"
-            break
-        token = sampler.sample(logits)
-        if token in tokenizer.eog_ids:
-            reason = "stop"
-            break
-        sampler.accept(token)
-        generated.append(token)
-        text, stopped = stops.push(decoder.feed(token))
-        if stopped:
-            reason = "stop"
-        elif _length_reached(len(generated), cache, limits):
-            reason = "length"
-        yield Step(text, token)
-        if reason is None:
-            logits = decode_one(model, cache, token, limits)
-    tail = "" if reason == "stop" else stops.push(decoder.flush())[0] + stops.flush()
-    metrics = Metrics(len(prompt), prompt_ns, len(generated), time.perf_counter_ns() - t1, truncated)
-    yield Step(tail, None, reason, metrics, tuple(prompt) + tuple(generated))
-
-
-def prefill(model, cache: KVCache, prompt: list[int], num_batch: int) -> np.ndarray:
-    """Feed the prompt's uncached suffix in batches of num_batch; returns the logits after its last token."""
-    if not prompt:
-        raise ValueError("empty prompt")
-    reuse = min(cache.common_prefix(prompt), len(prompt) - 1)  # the last token is always recomputed for its logits
-    cache.truncate(reuse)
-    logits = None
-    for start in range(reuse, len(prompt), max(1, num_batch)):
-        chunk = prompt[start:start + max(1, num_batch)]
-        logits = model.forward(np.asarray(chunk, np.int64), start, cache)
-        cache.tokens.extend(chunk)
-    return logits
-
-
-def decode_one(model, cache: KVCache, token: int, limits: Limits) -> np.ndarray:
-    """Logits after ``token``; shifts the context first when the cache is full (llama.cpp's n_discard = n_left/2)."""
-    if cache.length >= limits.num_ctx:
-        n_keep = max(0, min(limits.num_keep, limits.num_ctx // 2))
-        n_discard = (cache.length - n_keep) // 2
-        cache.shift(n_keep, n_discard)
-        model.rerotate_keys(cache, n_keep, cache.length, -n_discard)
-    logits = model.forward(np.asarray([token], np.int64), cache.length, cache)
-    cache.tokens.append(token)
-    return logits
-
-
-def _length_reached(n_generated: int, cache: KVCache, limits: Limits) -> bool:
-    if limits.num_predict >= 0:
-        return n_generated >= limits.num_predict
-    if limits.num_predict == -2:
-        return cache.length + 1 >= limits.num_ctx
-    return False
+            yield seq.cancel()
+            return
+        segment = seq.next_segment(limits.num_batch)
+        yield from seq.advance(segment, model.forward_batch([segment])[0])

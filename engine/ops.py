@@ -70,7 +70,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start_pos: int, scale
               window: int = 0) -> np.ndarray:
     """Causal grouped-query attention of T new queries over S cached keys.
 
-    q (T, n_head, d) f32, k/v (n_kv_head, S, d) f16 (llama.cpp's default cache type) with S = start_pos + T.
+    q (T, n_head, d), k/v (n_kv_head, S, d) holding f16-rounded values (llama.cpp's cache) with S = start_pos + T.
     Query head h reads KV head h // (n_head / n_kv_head). window > 0 also masks keys with q_pos - k_pos >= window
     (sliding window).
     Returns (T, n_head * d).
@@ -78,9 +78,8 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start_pos: int, scale
     T, n_head, d = q.shape
     n_kv, S, _ = k.shape
     group = n_head // n_kv
-    q = q.astype(np.float16)                      # llama.cpp's K·Q runs in f16 against its f16 cache
-    k, v = k.astype(np.float32), v.astype(np.float32)
-    qg = q.astype(np.float32).reshape(T, n_kv, group, d).transpose(1, 2, 0, 3)                   # (n_kv, group, T, d)
+    q = q.astype(np.float16).astype(np.float32)   # llama.cpp's K·Q runs in f16 against its f16 cache
+    qg = q.reshape(T, n_kv, group, d).transpose(1, 2, 0, 3)                   # (n_kv, group, T, d)
     qg = qg.reshape(n_kv, group * T, d)                                                           # (n_kv, group*T, d)
     scores = np.matmul(qg, k.transpose(0, 2, 1)) * np.float32(scale)                     # (n_kv, group*T, S)
     q_pos = start_pos + np.arange(T)

@@ -1,13 +1,23 @@
-"""Runner: one loaded model on one worker thread; HTTP threads submit work and read Steps from a queue."""
+"""Runner: one loaded model on one worker thread, decoding many requests together (continuous batching).
+
+HTTP threads submit work and read Steps from a per-request queue; only the worker thread touches the model, its
+Numba kernels and the KV caches. Every step the worker runs one forward pass for all active sequences: each decoding
+sequence contributes its last token, and one sequence still reading its prompt contributes a chunk of it. New requests
+join between steps. A finished sequence leaves its cache in its slot, so a later request that starts with the same
+tokens (a chat's next turn) reuses that prefix.
+"""
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from engine.generate import Limits, Step, generate
+import numpy as np
+
+from engine.generate import Limits, Sequence, Step
 from engine.kv_cache import KVCache
 from engine.sampling import SamplingOptions
 from engine.tokenizer import Tokenizer
@@ -19,46 +29,64 @@ class EngineError(RuntimeError):
     """Generation failed inside the engine (reported to the client, never a traceback)."""
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
-    work: Callable[[threading.Event], Iterator]
     out: queue.Queue = field(default_factory=queue.Queue)
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
+@dataclass(eq=False)
+class _Generation(_Job):
+    prompt: list[int] = field(default_factory=list)
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    limits: Limits = field(default_factory=Limits)
+    constraint: object = None
+    seq: Sequence | None = None
+    slot: int = -1
+
+
+@dataclass(eq=False)
+class _Call(_Job):
+    fn: Callable = print
+
+
 class Runner:
-    """Owns a model, its tokenizer and a KV cache; runs every computation on its own thread.
+    """Owns a model, its tokenizer and ``num_parallel`` KV cache slots; computes on its own thread."""
 
-    Numba kernels and the cache are touched only by the worker thread. A finished sequence's cache is kept so
-    that the next request starting with the same tokens (a chat's next turn) skips recomputing that prefix.
-    """
-
-    def __init__(self, model, tokenizer: Tokenizer, threads: int = 0, on_thread_start: Callable | None = None) -> None:
+    def __init__(self, model, tokenizer: Tokenizer, threads: int = 0, on_thread_start: Callable | None = None,
+                 num_parallel: int = 1) -> None:
         self.model, self.tokenizer = model, tokenizer
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
-        self._cache: KVCache | None = None
+        self._slots: list[KVCache | None] = [None] * max(1, num_parallel)
+        self._free = set(range(len(self._slots)))
+        self._active: list[_Generation] = []
+        self._waiting: deque[_Generation] = deque()
+        self.steps_run = 0                         # forward passes so far (observable in tests and /api/ps)
         self._thread = threading.Thread(target=self._loop, args=(on_thread_start, threads), daemon=True,
                                         name="pollama-engine")
-        self.active = 0
         self._thread.start()
 
-    def generate(self, prompt: list[int], sampling: SamplingOptions, limits: Limits) -> Iterator[Step]:
+    @property
+    def active(self) -> int:
+        """Sequences being generated right now."""
+        return len(self._active)
+
+    def generate(self, prompt: list[int], sampling: SamplingOptions, limits: Limits,
+                 constraint=None) -> Iterator[Step]:
         """Steps of one generation; closing the iterator early cancels it within one decode step."""
-        return self.submit(lambda cancel: generate(self.model, self.tokenizer, self._cache_for(limits), prompt,
-                                                   sampling, limits, cancel))
-
-    def call(self, fn: Callable):
-        """Run fn(model) on the worker thread and return its result (for embeddings, warm-up, ...)."""
-        return next(self.submit(lambda cancel: iter([fn(self.model)])))
-
-    def submit(self, work: Callable[[threading.Event], Iterator]) -> Iterator:
-        job = _Job(work)
+        job = _Generation(prompt=list(prompt), sampling=sampling, limits=limits, constraint=constraint)
         self._jobs.put(job)
         return self._drain(job)
 
+    def call(self, fn: Callable):
+        """Run fn(model) on the worker thread between steps and return its result (embeddings, warm-up...)."""
+        job = _Call(fn=fn)
+        self._jobs.put(job)
+        return next(self._drain(job))
+
     def close(self) -> None:
         self._jobs.put(None)
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=60)
 
     def _drain(self, job: _Job) -> Iterator:
         try:
@@ -69,25 +97,106 @@ class Runner:
         finally:
             job.cancel.set()
 
-    def _cache_for(self, limits: Limits) -> KVCache:
-        if self._cache is None or self._cache.n_ctx != limits.num_ctx:
-            self._cache = self.model.new_cache(limits.num_ctx)
-        return self._cache
-
     def _loop(self, on_thread_start: Callable | None, threads: int) -> None:
         if on_thread_start is not None:
             on_thread_start(threads)
-        while (job := self._jobs.get()) is not None:
-            self.active += 1
+        while self._take_jobs():
+            self._admit()
+            self._drop_cancelled()
+            if self._active:
+                self._step()
+        for gen in self._active + list(self._waiting):
+            gen.out.put(_DONE)
+
+    def _take_jobs(self) -> bool:
+        """Move submitted jobs in (blocking only when idle); False once close() was called."""
+        idle = not self._active and not self._waiting
+        while True:
             try:
-                for item in job.work(job.cancel):
-                    job.out.put(item)
-                    if job.cancel.is_set():
-                        break
-            except Exception as exc:  # noqa: BLE001 - forwarded to the requesting thread as EngineError
-                if self._cache is not None:
-                    self._cache.truncate(0)
-                job.out.put(exc)
-            finally:
-                self.active -= 1
-                job.out.put(_DONE)
+                job = self._jobs.get(block=idle)
+            except queue.Empty:
+                return True
+            idle = False
+            if job is None:
+                return False
+            if isinstance(job, _Call):
+                self._run_call(job)
+            else:
+                self._waiting.append(job)
+
+    def _run_call(self, job: _Call) -> None:
+        try:
+            job.out.put(job.fn(self.model))
+        except Exception as exc:  # noqa: BLE001 - forwarded to the caller as EngineError
+            job.out.put(exc)
+        job.out.put(_DONE)
+
+    def _admit(self) -> None:
+        while self._waiting and self._free:
+            gen = self._waiting.popleft()
+            if gen.cancel.is_set():
+                gen.out.put(_DONE)
+                continue
+            gen.slot = self._best_slot(gen.prompt)
+            cache = self._slot_cache(gen.slot, gen.limits.num_ctx)
+            try:
+                gen.seq = Sequence(self.model, self.tokenizer, cache, gen.prompt, gen.sampling, gen.limits,
+                                   gen.constraint)
+            except Exception as exc:  # noqa: BLE001 - a bad request fails alone
+                self._finish(gen, exc)
+                continue
+            self._free.discard(gen.slot)
+            self._active.append(gen)
+
+    def _best_slot(self, prompt: list[int]) -> int:
+        """The free slot whose cached tokens share the longest prefix with ``prompt``."""
+        def shared(i: int) -> int:
+            cache = self._slots[i]
+            return cache.common_prefix(prompt) if cache is not None else -1
+        return max(sorted(self._free), key=shared)
+
+    def _slot_cache(self, slot: int, n_ctx: int) -> KVCache:
+        cache = self._slots[slot]
+        if cache is None:
+            cache = self._slots[slot] = self.model.new_cache(n_ctx)
+        cache.n_ctx = n_ctx
+        if cache.length >= n_ctx:
+            cache.truncate(0)
+        return cache
+
+    def _drop_cancelled(self) -> None:
+        for gen in [g for g in self._active if g.cancel.is_set()]:
+            gen.out.put(gen.seq.cancel())
+            self._finish(gen)
+
+    def _step(self) -> None:
+        """One forward pass for every active sequence (at most one of them reading its prompt)."""
+        batch, prefilling = [], False
+        for gen in self._active:
+            if gen.seq.prefilling:
+                if prefilling:
+                    continue
+                prefilling = True
+            batch.append((gen, gen.seq.next_segment(gen.limits.num_batch)))
+        try:
+            logits = self.model.forward_batch([segment for _, segment in batch])    # (len(batch), vocab)
+            self.steps_run += 1
+            for (gen, segment), row in zip(batch, np.asarray(logits), strict=True):
+                for step in gen.seq.advance(segment, row):
+                    gen.out.put(step)
+                if gen.seq.finished:
+                    self._finish(gen)
+        except Exception as exc:  # noqa: BLE001 - every sequence in the failed batch gets the error
+            for gen, _ in batch:
+                self._slots[gen.slot] = None
+                self._finish(gen, exc)
+
+    def _finish(self, gen: _Generation, error: BaseException | None = None) -> None:
+        if error is not None:
+            gen.out.put(error)
+        gen.out.put(_DONE)
+        if gen in self._active:
+            self._active.remove(gen)
+        if gen.slot >= 0:
+            self._free.add(gen.slot)
+            gen.slot = -1

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.gguf import GGUFFile
-from engine.kv_cache import KVCache
+from engine.kv_cache import KVCache, Segment, segment_rows
 from engine.ops import RopeTable, attention, rms_norm, rope_normal, silu
 from engine.quant import QTensor, concat_rows, load_tensor
 
@@ -100,26 +100,41 @@ class Llama:
 
     def forward(self, tokens: np.ndarray, start_pos: int, cache: KVCache, all_logits: bool = False) -> np.ndarray:
         """Logits (vocab,) of the last token, or (T, vocab) with all_logits; extends the cache by T tokens."""
+        if not all_logits:
+            return self.forward_batch([Segment(np.asarray(tokens), start_pos, cache)])[0]
         x = self.hidden(tokens, start_pos, cache)                              # (T, dim)
-        x = x if all_logits else x[-1:]                                        # only needed rows get the head
-        logits = self.output(rms_norm(x, self.output_norm, self.cfg.norm_eps))  # (T or 1, vocab)
-        return logits if all_logits else logits[0]
+        return self.output(rms_norm(x, self.output_norm, self.cfg.norm_eps))   # (T, vocab)
+
+    def forward_batch(self, segments: list[Segment]) -> np.ndarray:
+        """Logits (n_segments, vocab) after each segment's last token; every segment extends its own cache.
+
+        Several sequences decode together this way: their tokens share every weight read, only attention is
+        per sequence.
+        """
+        x = self.hidden_batch(segments)                                       # (ΣT, dim)
+        last = np.cumsum([len(s.tokens) for s in segments]) - 1              # only needed rows get the head
+        return self.output(rms_norm(x[last], self.output_norm, self.cfg.norm_eps))   # (n_segments, vocab)
 
     def hidden(self, tokens: np.ndarray, start_pos: int, cache: KVCache) -> np.ndarray:
-        """Final hidden states (T, dim) before the output norm."""
+        """Final hidden states (T, dim) of one sequence, before the output norm."""
+        return self.hidden_batch([Segment(np.asarray(tokens), start_pos, cache)])
+
+    def hidden_batch(self, segments: list[Segment]) -> np.ndarray:
+        """Final hidden states (ΣT, dim) of the segments' tokens, concatenated in order."""
         cfg = self.cfg
-        T = len(tokens)
-        cache.reserve(start_pos + T)
-        cos, sin = self.rope.angles(np.arange(start_pos, start_pos + T))      # (T, rope_dim/2)
-        x = self.token_embd.take_rows(np.asarray(tokens))                     # (T, dim)
+        for s in segments:
+            s.cache.reserve(s.start_pos + len(s.tokens))
+        positions = np.concatenate([np.arange(s.start_pos, s.start_pos + len(s.tokens)) for s in segments])
+        cos, sin = self.rope.angles(positions)                               # (ΣT, rope_dim/2)
+        x = self.token_embd.take_rows(np.concatenate([s.tokens for s in segments]))   # (ΣT, dim)
         for i, blk in enumerate(self.blocks):
-            x = x + self.attention(i, blk, rms_norm(x, blk.attn_norm, cfg.norm_eps), start_pos, cache, cos, sin)
+            x = x + self.attention(i, blk, rms_norm(x, blk.attn_norm, cfg.norm_eps), segments, cos, sin)
             h = rms_norm(x, blk.ffn_norm, cfg.norm_eps)
-            gate_up = blk.ffn_gate_up(h)                                      # (T, 2 · ffn_dim)
+            gate_up = blk.ffn_gate_up(h)                                      # (ΣT, 2 · ffn_dim)
             x = x + blk.ffn_down(silu(gate_up[:, :cfg.ffn_dim]) * gate_up[:, cfg.ffn_dim:])
         return x
 
-    def attention(self, layer: int, blk: LlamaBlock, h: np.ndarray, start_pos: int, cache: KVCache,
+    def attention(self, layer: int, blk: LlamaBlock, h: np.ndarray, segments: list[Segment],
                   cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
         cfg = self.cfg
         T, d = h.shape[0], cfg.head_dim
@@ -128,9 +143,12 @@ class Llama:
         q = rope_normal(qkv[:, :n_q].reshape(T, cfg.n_head, d), cos, sin)      # (T, n_head, d)
         k = rope_normal(qkv[:, n_q:n_q + n_kv].reshape(T, cfg.n_kv_head, d), cos, sin)  # (T, n_kv, d)
         v = qkv[:, n_q + n_kv:].reshape(T, cfg.n_kv_head, d)                  # (T, n_kv, d)
-        cache.write(layer, start_pos, k, v)
-        end = start_pos + T
-        out = attention(q, cache.keys(layer, end), cache.values(layer, end), start_pos, 1.0 / np.sqrt(d))
+        out = np.empty((T, n_q), np.float32)                                  # (T, n_head · d)
+        for rows, s in segment_rows(segments):
+            s.cache.write(layer, s.start_pos, k[rows], v[rows])
+            end = s.start_pos + len(s.tokens)
+            out[rows] = attention(q[rows], s.cache.keys(layer, end), s.cache.values(layer, end), s.start_pos,
+                                  1.0 / np.sqrt(d))
         return blk.attn_output(out)                                           # (T, dim)
 
     def rerotate_keys(self, cache: KVCache, start: int, end: int, delta: int) -> None:
@@ -139,5 +157,5 @@ class Llama:
         sin = sin if delta > 0 else -sin
         for layer in range(self.cfg.n_layer):
             k = cache.k[layer, :, start:end].transpose(1, 0, 2)               # (n, n_kv, d)
-            cache.k[layer, :, start:end] = rope_normal(k, np.repeat(cos, len(k), 0),
-                                                       np.repeat(sin, len(k), 0)).transpose(1, 0, 2)
+            rotated = rope_normal(k, np.repeat(cos, len(k), 0), np.repeat(sin, len(k), 0))
+            cache.k[layer, :, start:end] = rotated.transpose(1, 0, 2).astype(np.float16)   # the cache's precision

@@ -108,3 +108,22 @@ def test_context_shift_rerotation_equals_keys_at_shifted_positions(smollm2):
 def _softmax(x):
     e = np.exp(x - x.max())
     return e / e.sum()
+
+
+def test_batched_segments_equal_separate_forwards(smollm2):
+    """Sequences computed together (one prefill chunk + decodes) give each the logits it gets alone."""
+    from engine.kv_cache import Segment
+
+    model = smollm2.model
+    prompts = [PROMPTS[1]["ids"], PROMPTS[3]["ids"], PROMPTS[5]["ids"]]
+    alone = [model.forward(np.array(p), 0, model.new_cache(64)) for p in prompts]
+    caches = [model.new_cache(64) for _ in prompts]
+    model.forward(np.array(prompts[0][:-1]), 0, caches[0])      # sequence 0 is decoding its last prompt token
+    model.forward(np.array(prompts[1][:-1]), 0, caches[1])      # sequence 1 too
+    together = model.forward_batch([
+        Segment(np.array(prompts[0][-1:]), len(prompts[0]) - 1, caches[0]),
+        Segment(np.array(prompts[1][-1:]), len(prompts[1]) - 1, caches[1]),
+        Segment(np.array(prompts[2]), 0, caches[2]),               # sequence 2 reads its whole prompt
+    ])
+    for got, want in zip(together, alone, strict=True):
+        np.testing.assert_allclose(got, want, rtol=2e-3, atol=3e-2)
