@@ -77,7 +77,7 @@ class Loaded:
 class ModelPool:
     """Loads models through ``loader`` and hands out their Runners; a reaper unloads expired idle models."""
 
-    def __init__(self, loader: Callable[[Path], LoadedModel], *, threads: int = 0, max_loaded: int = 3,
+    def __init__(self, loader: Callable[..., LoadedModel], *, threads: int = 0, max_loaded: int = 3,
                  num_parallel: int = 1, on_thread_start: Callable | None = None) -> None:
         self._loader, self._threads, self._max_loaded = loader, threads, max(1, max_loaded)
         self._num_parallel = max(1, num_parallel)
@@ -97,7 +97,7 @@ class ModelPool:
             entry = self._loaded.get(record.digest)
             if entry is None:
                 self._evict_for_one_more()
-                model = self._loader(record.model_path)
+                model = self._loader(record.model_path, record.adapters)
                 runner = Runner(model.model, model.tokenizer, self._threads, self._on_thread_start,
                                 num_parallel=self._num_parallel)
                 entry = Loaded(record, model, runner)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from engine.gguf import GGUFError, GGUFFile
+from engine.lora import apply_lora
 from engine.models import from_gguf
 from engine.tokenizer import Tokenizer
 
@@ -20,13 +22,18 @@ class LoadedModel:
     context_length: int             # the context the model was trained with
 
 
-def load_model(path: str | os.PathLike) -> LoadedModel:
-    """Read a GGUF file, repack its weights for the kernels and build its tokenizer; the file is closed after."""
+def load_model(path: str | os.PathLike, adapters: Sequence[str | os.PathLike] = ()) -> LoadedModel:
+    """Read a GGUF file, repack its weights for the kernels and build its tokenizer; the file is closed after.
+
+    ``adapters``: LoRA GGUF files applied in order at scale 1.0 (a Modelfile's ADAPTER).
+    """
     with GGUFFile(path) as gguf:
         metadata = dict(gguf.metadata)
         model = from_gguf(gguf)
         tokenizer = Tokenizer.from_metadata(metadata)
         arch = gguf.architecture
+    for adapter in adapters:
+        apply_lora(model, adapter)
     return LoadedModel(model, tokenizer, metadata, arch, int(metadata.get(f"{arch}.context_length", 2048)))
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.gguf import GGUFFile
-from engine.kv_cache import KVCache
+from engine.kv_cache import KVCache, Segment, segment_rows
 from engine.ops import RopeTable, attention, rms_norm, rope_neox
 from engine.quant import QTensor, concat_rows, load_tensor
 
@@ -126,26 +126,38 @@ class Gemma3:
     def forward(self, tokens: np.ndarray, start_pos: int, cache: KVCache,
                 all_logits: bool = False) -> np.ndarray:
         """Logits (vocab,) of the last token, or (T, vocab) with all_logits; extends the cache by T tokens."""
-        x = self.hidden(tokens, start_pos, cache)                              # (T, dim)
-        x = x if all_logits else x[-1:]                                        # only needed rows get the head
-        logits = self.output(rms_norm(x, self.output_norm, self.cfg.norm_eps))  # (T or 1, vocab)
+        if not all_logits:
+            return self.forward_batch([Segment(np.asarray(tokens), start_pos, cache)])[0]
+        return self.logits(self.hidden(tokens, start_pos, cache))             # (T, vocab)
+
+    def forward_batch(self, segments: list[Segment]) -> np.ndarray:
+        """Logits (n_segments, vocab) after each segment's last token; every segment extends its own cache."""
+        x = self.hidden_batch(segments)                                       # (ΣT, dim)
+        return self.logits(x[np.cumsum([len(s.tokens) for s in segments]) - 1])
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Output norm, tied head and optional soft-capping: (n, dim) -> (n, vocab)."""
+        logits = self.output(rms_norm(x, self.output_norm, self.cfg.norm_eps))
         cap = self.cfg.final_logit_softcap
-        if cap:
-            logits = np.float32(cap) * np.tanh(logits / np.float32(cap))
-        return logits if all_logits else logits[0]
+        return np.float32(cap) * np.tanh(logits / np.float32(cap)) if cap else logits
 
     def hidden(self, tokens: np.ndarray, start_pos: int, cache: KVCache) -> np.ndarray:
-        """Final hidden states (T, dim) before the output norm."""
+        """Final hidden states (T, dim) of one sequence, before the output norm."""
+        return self.hidden_batch([Segment(np.asarray(tokens), start_pos, cache)])
+
+    def hidden_batch(self, segments: list[Segment]) -> np.ndarray:
+        """Final hidden states (ΣT, dim) of the segments' tokens, concatenated in order."""
         cfg, eps = self.cfg, self.cfg.norm_eps
-        T = len(tokens)
-        cache.reserve(start_pos + T)
-        positions = np.arange(start_pos, start_pos + T)
+        for s in segments:
+            s.cache.reserve(s.start_pos + len(s.tokens))
+        positions = np.concatenate([np.arange(s.start_pos, s.start_pos + len(s.tokens)) for s in segments])
         angles = {True: self.rope_local.angles(positions),                   # sliding layers: (cos, sin),
-                  False: self.rope_global.angles(positions)}                  # each (T, head_dim/2)
-        x = self.token_embd.take_rows(np.asarray(tokens)) * np.float32(np.sqrt(cfg.dim))  # (T, dim)
+                  False: self.rope_global.angles(positions)}                  # each (ΣT, head_dim/2)
+        tokens = np.concatenate([s.tokens for s in segments])
+        x = self.token_embd.take_rows(tokens) * np.float32(np.sqrt(cfg.dim))  # (ΣT, dim)
         for i, blk in enumerate(self.blocks):
             h = rms_norm(x, blk.attn_norm, eps)
-            a = self.attention(i, blk, h, start_pos, cache, *angles[cfg.swa_layers[i]])   # (T, dim)
+            a = self.attention(i, blk, h, segments, *angles[cfg.swa_layers[i]])   # (ΣT, dim)
             x = x + rms_norm(a, blk.post_attention_norm, eps)
             h = rms_norm(x, blk.ffn_norm, eps)
             gate_up = _matmul(blk.ffn_gate_up, h)                              # (T, 2 · ffn_dim)
@@ -153,7 +165,7 @@ class Gemma3:
             x = x + rms_norm(f, blk.post_ffw_norm, eps)
         return x
 
-    def attention(self, layer: int, blk: Gemma3Block, h: np.ndarray, start_pos: int, cache: KVCache,
+    def attention(self, layer: int, blk: Gemma3Block, h: np.ndarray, segments: list[Segment],
                   cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
         cfg, eps = self.cfg, self.cfg.norm_eps
         T, d = h.shape[0], cfg.head_dim
@@ -164,12 +176,15 @@ class Gemma3:
         v = qkv[:, n_q + n_kv:].reshape(T, cfg.n_kv_head, d)                 # (T, n_kv, d)
         q = rope_neox(rms_norm(q, blk.attn_q_norm, eps), cos, sin)           # QK-norm per head, then RoPE
         k = rope_neox(rms_norm(k, blk.attn_k_norm, eps), cos, sin)
-        cache.write(layer, start_pos, k, v)
-        end = start_pos + T
         window = cfg.sliding_window if cfg.swa_layers[layer] else 0
-        first = max(0, start_pos - window + 1) if window else 0              # older keys are in no window
-        keys, values = cache.keys(layer, end)[:, first:], cache.values(layer, end)[:, first:]  # (n_kv, S, d)
-        out = attention(q, keys, values, start_pos - first, cfg.attn_scale, window)  # (T, n_head · d)
+        out = np.empty((T, n_q), np.float32)                                 # (T, n_head · d)
+        for rows, s in segment_rows(segments):
+            s.cache.write(layer, s.start_pos, k[rows], v[rows])
+            end = s.start_pos + len(s.tokens)
+            first = max(0, s.start_pos - window + 1) if window else 0        # older keys are in no window
+            keys = s.cache.keys(layer, end)[:, first:]                       # (n_kv, S, d)
+            values = s.cache.values(layer, end)[:, first:]
+            out[rows] = attention(q[rows], keys, values, s.start_pos - first, cfg.attn_scale, window)
         return blk.attn_output(out)                                          # (T, dim)
 
     def rerotate_keys(self, cache: KVCache, start: int, end: int, delta: int) -> None:
@@ -182,7 +197,7 @@ class Gemma3:
             k = cache.k[layer, :, start:end].transpose(1, 0, 2)               # (n, n_kv, d)
             shape = (len(k), cos.shape[1])
             rotated = rope_neox(k, np.broadcast_to(cos, shape), np.broadcast_to(sin, shape))
-            cache.k[layer, :, start:end] = rotated.transpose(1, 0, 2)
+            cache.k[layer, :, start:end] = rotated.transpose(1, 0, 2).astype(np.float16)   # the cache's precision
 
 
 def _load(gguf: GGUFFile, name: str) -> QTensor:

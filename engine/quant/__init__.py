@@ -1,0 +1,99 @@
+"""Quantized weight matrices: one module per GGML type, one QTensor class the models use.
+
+Every format module exports the same names (adding a type = one module + one line in FORMATS):
+
+    TYPE, BLOCK, BLOCK_BYTES      GGML type, elements per block, bytes per block
+    Packed                        NamedTuple (rows, arrays...): the load-time layout the kernels read
+    repack(raw) -> Packed         raw = uint8 (rows, row_bytes) GGUF bytes; copies, so the file can be closed
+    dequantize(raw) -> f32        NumPy twin, equal to gguf.quants.dequantize bit for bit
+    matvec(packed, x) -> f32      x (cols,) -> (rows,)         Numba kernels on 8-bit activation blocks,
+    matmul(packed, x) -> f32      x (T, cols) -> (T, rows)     as llama.cpp (see activations.py)
+    take_rows(packed, ids) -> f32 (n, cols), the dequantized rows (embedding lookup)
+    concat(parts) -> Packed       rows of several matrices stacked (fused Q|K|V, gate|up)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from gguf.constants import GGMLQuantizationType
+
+from engine.quant import _tiles, bf16, f16, f32, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0
+
+FORMATS: dict[GGMLQuantizationType, ModuleType] = {m.TYPE: m for m in (
+    f32, f16, bf16,
+    q4_0, q4_1, q5_0, q5_1, q8_0,
+    q2_k, q3_k, q4_k, q5_k, q6_k,
+)}
+
+
+@dataclass(frozen=True, eq=False)
+class QTensor:
+    """One weight matrix of y = W x: W is (rows = out_features, cols = in_features), in its packed form."""
+
+    ggml_type: GGMLQuantizationType
+    rows: int
+    cols: int
+    packed: NamedTuple
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """x (T, cols) -> (T, rows), or (cols,) -> (rows,); one token takes the matvec path."""
+        fmt = FORMATS[self.ggml_type]
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.shape[-1] != self.cols:
+            raise ValueError(f"input has {x.shape[-1]} columns, weight expects {self.cols}")
+        if x.ndim == 1:
+            return fmt.matvec(self.packed, x)
+        if x.shape[0] == 1:
+            return fmt.matvec(self.packed, x[0])[None]
+        return fmt.matmul(self.packed, x)
+
+    def take_rows(self, ids: np.ndarray) -> np.ndarray:
+        """Rows ``ids`` of W, dequantized: (n, cols) f32."""
+        return FORMATS[self.ggml_type].take_rows(self.packed, ids)
+
+    @property
+    def nbytes(self) -> int:
+        return _tiles.nbytes(self.packed)
+
+
+def _format(ggml_type: GGMLQuantizationType) -> ModuleType:
+    fmt = FORMATS.get(ggml_type)
+    if fmt is None:
+        raise NotImplementedError(f"no kernels for GGML type {GGMLQuantizationType(ggml_type).name}")
+    return fmt
+
+
+def load_tensor(raw: np.ndarray, ggml_type: GGMLQuantizationType, shape: tuple[int, int]) -> QTensor:
+    """raw uint8 (rows, row_bytes) GGUF bytes of a (rows, cols) matrix (NumPy order) -> QTensor (copied)."""
+    fmt = _format(ggml_type)
+    rows, cols = shape
+    raw = np.asarray(raw).view(np.uint8).reshape(raw.shape[0], -1)
+    if cols % fmt.BLOCK or raw.shape != (rows, cols // fmt.BLOCK * fmt.BLOCK_BYTES):
+        raise ValueError(f"{fmt.TYPE.name} bytes {raw.shape} do not hold a {rows}x{cols} matrix")
+    return QTensor(fmt.TYPE, rows, cols, fmt.repack(raw))
+
+
+def concat_rows(parts: list[QTensor]) -> QTensor:
+    """One matrix whose rows are the rows of ``parts`` in order (same type and cols), e.g. Q|K|V fused."""
+    first = parts[0]
+    if any(p.ggml_type != first.ggml_type or p.cols != first.cols for p in parts):
+        raise ValueError("concat_rows needs matrices of one GGML type and one column count")
+    packed = _format(first.ggml_type).concat([p.packed for p in parts])
+    return QTensor(first.ggml_type, sum(p.rows for p in parts), first.cols, packed)
+
+
+def dequantize(raw: np.ndarray, ggml_type: GGMLQuantizationType) -> np.ndarray:
+    """NumPy twin dispatch: uint8 (..., row_bytes) -> f32 (..., cols), e.g. (rows, row_bytes) -> (rows, cols)."""
+    raw = np.asarray(raw).view(np.uint8)
+    rows = _format(ggml_type).dequantize(raw.reshape(-1, raw.shape[-1]))  # (prod(leading dims), cols)
+    return rows.reshape(*raw.shape[:-1], rows.shape[-1])
+
+
+def set_threads(n: int) -> None:
+    """Kernel threads for calls made from *this* thread (numba.set_num_threads), clamped to [1, max]."""
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
