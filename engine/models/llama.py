@@ -9,7 +9,8 @@ import numpy as np
 
 from engine.gguf import GGUFFile
 from engine.kv_cache import KVCache, Segment, segment_rows
-from engine.ops import RopeTable, attention, rms_norm, rope_normal, silu
+from engine.ops import RopeTable, attention, rope_normal
+from engine.ops_jit import decode_attention, rms_norm, silu_mul
 from engine.quant import QTensor, concat_rows, load_tensor
 
 ARCH = "llama"
@@ -131,7 +132,7 @@ class Llama:
             x = x + self.attention(i, blk, rms_norm(x, blk.attn_norm, cfg.norm_eps), segments, cos, sin)
             h = rms_norm(x, blk.ffn_norm, cfg.norm_eps)
             gate_up = blk.ffn_gate_up(h)                                      # (ΣT, 2 · ffn_dim)
-            x = x + blk.ffn_down(silu(gate_up[:, :cfg.ffn_dim]) * gate_up[:, cfg.ffn_dim:])
+            x = x + blk.ffn_down(silu_mul(gate_up, cfg.ffn_dim))             # silu(gate) * up
         return x
 
     def attention(self, layer: int, blk: LlamaBlock, h: np.ndarray, segments: list[Segment],
@@ -140,15 +141,21 @@ class Llama:
         T, d = h.shape[0], cfg.head_dim
         qkv = blk.attn_qkv(h)                                                 # (T, (n_head + 2 n_kv) · d)
         n_q, n_kv = cfg.n_head * d, cfg.n_kv_head * d
-        q = rope_normal(qkv[:, :n_q].reshape(T, cfg.n_head, d), cos, sin)      # (T, n_head, d)
-        k = rope_normal(qkv[:, n_q:n_q + n_kv].reshape(T, cfg.n_kv_head, d), cos, sin)  # (T, n_kv, d)
+        q = qkv[:, :n_q].reshape(T, cfg.n_head, d)                            # (T, n_head, d), before RoPE
+        k = qkv[:, n_q:n_q + n_kv].reshape(T, cfg.n_kv_head, d)               # (T, n_kv, d)
         v = qkv[:, n_q + n_kv:].reshape(T, cfg.n_kv_head, d)                  # (T, n_kv, d)
+        scale = 1.0 / np.sqrt(d)
         out = np.empty((T, n_q), np.float32)                                  # (T, n_head · d)
         for rows, s in segment_rows(segments):
-            s.cache.write(layer, s.start_pos, k[rows], v[rows])
+            if len(s.tokens) == 1:    # decoding: RoPE, cache write and attention in one compiled call
+                r = rows.start
+                out[r] = decode_attention(q[r], k[r], v[r], s.cache.k[layer], s.cache.v[layer], s.start_pos,
+                                          cos[r], sin[r], scale, 0, False)
+                continue
+            s.cache.write(layer, s.start_pos, rope_normal(k[rows], cos[rows], sin[rows]), v[rows])
             end = s.start_pos + len(s.tokens)
-            out[rows] = attention(q[rows], s.cache.keys(layer, end), s.cache.values(layer, end), s.start_pos,
-                                  1.0 / np.sqrt(d))
+            out[rows] = attention(rope_normal(q[rows], cos[rows], sin[rows]), s.cache.keys(layer, end),
+                                  s.cache.values(layer, end), s.start_pos, scale)
         return blk.attn_output(out)                                           # (T, dim)
 
     def rerotate_keys(self, cache: KVCache, start: int, end: int, delta: int) -> None:

