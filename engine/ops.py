@@ -15,6 +15,11 @@ def silu(x: np.ndarray) -> np.ndarray:
     return x / (np.float32(1.0) + np.exp(-x))
 
 
+def silu_mul(gate_up: np.ndarray, ffn_dim: int) -> np.ndarray:
+    """silu(gate) * up for gate_up = gate | up side by side: (T, 2·ffn_dim) -> (T, ffn_dim)."""
+    return silu(gate_up[:, :ffn_dim]) * gate_up[:, ffn_dim:]
+
+
 def gelu_tanh(x: np.ndarray) -> np.ndarray:
     """ggml's GELU: the tanh approximation."""
     inner = np.float32(0.7978845608) * (x + np.float32(0.044715) * x**3)
@@ -87,9 +92,8 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start_pos: int, scale
     masked = k_pos[None, :] > q_pos[:, None]                                               # (T, S)
     if window > 0:
         masked |= (q_pos[:, None] - k_pos[None, :]) >= window
-    if masked.any():
-        scores = scores.reshape(n_kv, group, T, S)
-        scores[:, :, masked] = -np.inf
-        scores = scores.reshape(n_kv, group * T, S)
+    if masked.any():   # an additive -inf bias broadcasts cheaply; boolean indexing of scores does not
+        bias = np.where(masked, np.float32(-np.inf), np.float32(0.0))                       # (T, S)
+        scores = (scores.reshape(n_kv, group, T, S) + bias).reshape(n_kv, group * T, S)
     out = np.matmul(softmax(scores), v)                                                   # (n_kv, group*T, d)
     return out.reshape(n_kv, group, T, d).transpose(2, 0, 1, 3).reshape(T, n_head * d)

@@ -28,18 +28,6 @@ def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def silu_mul(gate_up: np.ndarray, ffn_dim: int) -> np.ndarray:
-    """silu(gate) * up for gate_up = gate | up side by side: (T, 2·ffn_dim) -> (T, ffn_dim)."""
-    T = gate_up.shape[0]
-    out = np.empty((T, ffn_dim), np.float32)
-    for t in range(T):
-        for i in range(ffn_dim):
-            g = gate_up[t, i]
-            out[t, i] = g / (np.float32(1.0) + np.exp(-g)) * gate_up[t, ffn_dim + i]
-    return out
-
-
-@njit(cache=True, nogil=True)
 def round_f16(x: np.ndarray) -> None:
     """Round a contiguous f32 array in place to the nearest fp16 values (round half to even), as
     ``x.astype(np.float16)`` would; bit arithmetic for the normal range, fp16_round for the rest."""

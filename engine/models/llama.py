@@ -9,8 +9,8 @@ import numpy as np
 
 from engine.gguf import GGUFFile
 from engine.kv_cache import KVCache, Segment, segment_rows
-from engine.ops import RopeTable, attention, rope_normal
-from engine.ops_jit import decode_attention, rms_norm, silu_mul
+from engine.ops import RopeTable, attention, rope_normal, silu_mul
+from engine.ops_jit import decode_attention, rms_norm
 from engine.quant import QTensor, concat_rows, load_tensor
 
 ARCH = "llama"

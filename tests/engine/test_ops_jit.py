@@ -20,11 +20,6 @@ def test_rms_norm_equals_twin(rng):
     np.testing.assert_allclose(ops_jit.rms_norm(x, w, 1e-5), ops.rms_norm(x, w, 1e-5), rtol=1e-6, atol=1e-6)
 
 
-def test_silu_mul_equals_twin(rng):
-    gu = rng.standard_normal((2, 64)).astype(np.float32) * 4
-    np.testing.assert_allclose(ops_jit.silu_mul(gu, 32), ops.silu(gu[:, :32]) * gu[:, 32:], rtol=1e-5, atol=1e-6)
-
-
 @pytest.mark.parametrize("neox, window, n_past", [(False, 0, 0), (False, 0, 37), (True, 0, 20), (True, 8, 30)])
 def test_decode_attention_equals_rope_write_attend(rng, neox, window, n_past):
     n_head, n_kv, d = 6, 2, 16
