@@ -21,6 +21,7 @@ class Settings:
     max_queue: int = 512                  # waiting requests in total before 503
     max_loaded_models: int = 3
     default_model: str | None = DEFAULT_MODEL   # imported at start when missing; None turns that off
+    import_models: tuple[str, ...] = ()         # more PyPI-shipped models imported at start when missing
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -38,6 +39,7 @@ class Settings:
             max_queue=_int(env, "POLLAMA_MAX_QUEUE", s.max_queue),
             max_loaded_models=_int(env, "POLLAMA_MAX_LOADED_MODELS", s.max_loaded_models),
             default_model=s.default_model if fetch_default else None,
+            import_models=tuple(n.strip() for n in env.get("POLLAMA_IMPORT_MODELS", "").split(",") if n.strip()),
         )
 
     @property

@@ -11,6 +11,7 @@ from api import options, prompt
 from api.app import services
 from api.chat_prompt import ChatRequest, chat_messages, check_capabilities, parse_chat, render_chat
 from api.durations import keep_alive_seconds
+from api.embedding import require_completion
 from api.errors import bad_request
 from api.responses import final_fields, run_steps
 from api.schemas import read_body
@@ -31,6 +32,7 @@ def chat() -> Response:
     if not req.messages and keep_alive == 0:
         svc.pool.unload(record.digest)
         return jsonify(_chunk(req.model, "", done=True, done_reason="unload"))
+    require_completion(record, req.model, "chat")
     template = prompt.parse_template(record.template or prompt.DEFAULT_TEMPLATE)
     check_capabilities(template, req, record)
     run = options.build(options.merge(record.params, req.options))

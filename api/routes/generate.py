@@ -10,6 +10,7 @@ from flask import Blueprint, Response, jsonify
 from api import options, prompt
 from api.app import services
 from api.durations import keep_alive_seconds
+from api.embedding import require_completion
 from api.errors import bad_request
 from api.responses import final_fields, run_steps
 from api.schemas import parse_generate, read_body
@@ -30,6 +31,7 @@ def generate() -> Response:
     if not req.prompt and keep_alive == 0:
         svc.pool.unload(record.digest)
         return jsonify(_chunk(req.model, "", done=True, done_reason="unload"))
+    require_completion(record, req.model, "generate")
     run = options.build(options.merge(record.params, req.options))
     template = None if req.raw else prompt.parse_template(req.template or record.template or prompt.DEFAULT_TEMPLATE)
     entry, load_ns = svc.pool.acquire(record, keep_alive)
