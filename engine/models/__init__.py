@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from engine.gguf import GGUFError, GGUFFile
-from engine.models import bert, gemma3, llama
+from engine.models import bert, gemma3, llama, qwen2
 
-ARCHITECTURES = {m.ARCH: m for m in (llama, gemma3, bert)}
-MODEL_CLASSES = {llama.ARCH: llama.Llama, gemma3.ARCH: gemma3.Gemma3, bert.ARCH: bert.Bert}
+ARCHITECTURES = {m.ARCH: m for m in (llama, qwen2, gemma3, bert)}
+MODEL_CLASSES = {llama.ARCH: llama.Llama, qwen2.ARCH: qwen2.Qwen2, gemma3.ARCH: gemma3.Gemma3, bert.ARCH: bert.Bert}
 
 
 def from_gguf(gguf: GGUFFile):

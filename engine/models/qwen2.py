@@ -1,0 +1,185 @@
+"""The qwen2 architecture (Qwen2, Qwen2.5, DeepSeek-R1-Distill-Qwen): llama's block with biases on Q, K and V,
+NeoX RoPE (the converters do not permute Q/K rows for it), grouped-query attention, SwiGLU feed-forward,
+optional tied output head."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.gguf import GGUFError, GGUFFile
+from engine.kv_cache import KVCache, Segment, segment_rows
+from engine.ops import RopeTable, attention, rms_norm, rope_neox, silu
+from engine.quant import QTensor, concat_rows, load_tensor
+
+ARCH = "qwen2"
+ROPE_SCALINGS = ("none", "linear")   # llama.cpp's default is "linear"; YaRN (long-context variants) is not done
+
+
+@dataclass(frozen=True)
+class Qwen2Config:
+    n_layer: int
+    dim: int
+    n_head: int
+    n_kv_head: int
+    head_dim: int
+    ffn_dim: int
+    norm_eps: float
+    rope_base: float
+    rope_dim: int
+    rope_freq_scale: float
+    vocab_size: int
+    context_length: int
+
+    @classmethod
+    def from_metadata(cls, md: dict) -> Qwen2Config:
+        def k(key, default=None):
+            return md.get(f"{ARCH}.{key}", default)
+
+        n_head = int(k("attention.head_count"))
+        dim = int(k("embedding_length"))
+        head_dim = int(k("attention.key_length", dim // n_head))
+        scaling = k("rope.scaling.type", "linear")
+        if scaling not in ROPE_SCALINGS:
+            raise GGUFError(f"qwen2 rope scaling '{scaling}' is not supported")
+        scale = float(k("rope.scaling.factor", 0.0) or 0.0)
+        return cls(
+            n_layer=int(k("block_count")), dim=dim, n_head=n_head,
+            n_kv_head=int(k("attention.head_count_kv", n_head)), head_dim=head_dim,
+            ffn_dim=int(k("feed_forward_length")), norm_eps=float(k("attention.layer_norm_rms_epsilon")),
+            rope_base=float(k("rope.freq_base", 10000.0)), rope_dim=int(k("rope.dimension_count", head_dim)),
+            rope_freq_scale=1.0 / scale if scale else 1.0,
+            vocab_size=int(k("vocab_size", len(md["tokenizer.ggml.tokens"]))),
+            context_length=int(k("context_length", 2048)),
+        )
+
+
+@dataclass(frozen=True)
+class Qwen2Block:
+    attn_norm: np.ndarray            # (dim,)
+    attn_qkv: tuple[QTensor, ...]    # attn_q | attn_k | attn_v, runs of one quant type fused (see _fused)
+    attn_qkv_bias: np.ndarray        # attn_q.bias | attn_k.bias | attn_v.bias: ((n_head + 2 n_kv_head) · head_dim,)
+    attn_output: QTensor             # (dim, n_head · head_dim)
+    ffn_norm: np.ndarray             # (dim,)
+    ffn_gate_up: tuple[QTensor, ...]  # ffn_gate | ffn_up, fused if of one type: (2 · ffn_dim, dim) in all
+    ffn_down: QTensor                # (dim, ffn_dim)
+
+
+class Qwen2:
+    """Forward pass over a KV cache; weights stay quantized and are multiplied by engine.quant kernels."""
+
+    def __init__(self, cfg: Qwen2Config, token_embd: QTensor, blocks: list[Qwen2Block],
+                 output_norm: np.ndarray, output: QTensor) -> None:
+        self.cfg = cfg
+        self.token_embd, self.blocks, self.output_norm, self.output = token_embd, blocks, output_norm, output
+        self.rope = RopeTable(cfg.rope_dim, cfg.rope_base, cfg.rope_freq_scale)
+
+    @classmethod
+    def from_gguf(cls, gguf: GGUFFile) -> Qwen2:
+        cfg = Qwen2Config.from_metadata(gguf.metadata)
+
+        def vector(name: str) -> np.ndarray:
+            return np.array(gguf.array(name), dtype=np.float32)
+
+        blocks = []
+        for i in range(cfg.n_layer):
+            p = f"blk.{i}."
+            blocks.append(Qwen2Block(
+                attn_norm=vector(p + "attn_norm.weight"),
+                attn_qkv=_fused(gguf, [p + f"attn_{x}.weight" for x in "qkv"]),
+                attn_qkv_bias=np.concatenate([vector(p + f"attn_{x}.bias") for x in "qkv"]),
+                attn_output=_load(gguf, p + "attn_output.weight"),
+                ffn_norm=vector(p + "ffn_norm.weight"),
+                ffn_gate_up=_fused(gguf, [p + "ffn_gate.weight", p + "ffn_up.weight"]),
+                ffn_down=_load(gguf, p + "ffn_down.weight"),
+            ))
+        token_embd = _load(gguf, "token_embd.weight")
+        output = _load(gguf, "output.weight") if "output.weight" in gguf.tensors else token_embd  # tied head
+        return cls(cfg, token_embd, blocks, vector("output_norm.weight"), output)
+
+    def new_cache(self, n_ctx: int) -> KVCache:
+        return KVCache(self.cfg.n_layer, self.cfg.n_kv_head, self.cfg.head_dim, n_ctx)
+
+    def forward(self, tokens: np.ndarray, start_pos: int, cache: KVCache, all_logits: bool = False) -> np.ndarray:
+        """Logits (vocab,) of the last token, or (T, vocab) with all_logits; extends the cache by T tokens."""
+        if not all_logits:
+            return self.forward_batch([Segment(np.asarray(tokens), start_pos, cache)])[0]
+        x = self.hidden(tokens, start_pos, cache)                              # (T, dim)
+        return self.output(rms_norm(x, self.output_norm, self.cfg.norm_eps))   # (T, vocab)
+
+    def forward_batch(self, segments: list[Segment]) -> np.ndarray:
+        """Logits (n_segments, vocab) after each segment's last token; every segment extends its own cache.
+
+        Several sequences decode together this way: their tokens share every weight read, only attention is
+        per sequence.
+        """
+        x = self.hidden_batch(segments)                                       # (ΣT, dim)
+        last = np.cumsum([len(s.tokens) for s in segments]) - 1              # only needed rows get the head
+        return self.output(rms_norm(x[last], self.output_norm, self.cfg.norm_eps))   # (n_segments, vocab)
+
+    def hidden(self, tokens: np.ndarray, start_pos: int, cache: KVCache) -> np.ndarray:
+        """Final hidden states (T, dim) of one sequence, before the output norm."""
+        return self.hidden_batch([Segment(np.asarray(tokens), start_pos, cache)])
+
+    def hidden_batch(self, segments: list[Segment]) -> np.ndarray:
+        """Final hidden states (ΣT, dim) of the segments' tokens, concatenated in order."""
+        cfg = self.cfg
+        for s in segments:
+            s.cache.reserve(s.start_pos + len(s.tokens))
+        positions = np.concatenate([np.arange(s.start_pos, s.start_pos + len(s.tokens)) for s in segments])
+        cos, sin = self.rope.angles(positions)                               # (ΣT, rope_dim/2)
+        x = self.token_embd.take_rows(np.concatenate([s.tokens for s in segments]))   # (ΣT, dim)
+        for i, blk in enumerate(self.blocks):
+            x = x + self.attention(i, blk, rms_norm(x, blk.attn_norm, cfg.norm_eps), segments, cos, sin)
+            h = rms_norm(x, blk.ffn_norm, cfg.norm_eps)
+            gate_up = _matmul(blk.ffn_gate_up, h)                             # (ΣT, 2 · ffn_dim)
+            x = x + blk.ffn_down(silu(gate_up[:, :cfg.ffn_dim]) * gate_up[:, cfg.ffn_dim:])
+        return x
+
+    def attention(self, layer: int, blk: Qwen2Block, h: np.ndarray, segments: list[Segment],
+                  cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+        cfg = self.cfg
+        T, d = h.shape[0], cfg.head_dim
+        qkv = _matmul(blk.attn_qkv, h) + blk.attn_qkv_bias                   # (T, (n_head + 2 n_kv) · d)
+        n_q, n_kv = cfg.n_head * d, cfg.n_kv_head * d
+        q = rope_neox(qkv[:, :n_q].reshape(T, cfg.n_head, d), cos, sin)        # (T, n_head, d)
+        k = rope_neox(qkv[:, n_q:n_q + n_kv].reshape(T, cfg.n_kv_head, d), cos, sin)  # (T, n_kv, d)
+        v = qkv[:, n_q + n_kv:].reshape(T, cfg.n_kv_head, d)                  # (T, n_kv, d)
+        out = np.empty((T, n_q), np.float32)                                  # (T, n_head · d)
+        for rows, s in segment_rows(segments):
+            s.cache.write(layer, s.start_pos, k[rows], v[rows])
+            end = s.start_pos + len(s.tokens)
+            out[rows] = attention(q[rows], s.cache.keys(layer, end), s.cache.values(layer, end), s.start_pos,
+                                  1.0 / np.sqrt(d))
+        return blk.attn_output(out)                                           # (T, dim)
+
+    def rerotate_keys(self, cache: KVCache, start: int, end: int, delta: int) -> None:
+        """After a context shift, rotate cached keys at [start, end) by delta positions (R(p+δ) = R(δ)R(p))."""
+        cos, sin = self.rope.angles(np.full(1, abs(delta)))                   # (1, rope_dim/2)
+        sin = sin if delta > 0 else -sin
+        for layer in range(self.cfg.n_layer):
+            k = cache.k[layer, :, start:end].transpose(1, 0, 2)               # (n, n_kv, d)
+            shape = (len(k), cos.shape[1])
+            rotated = rope_neox(k, np.broadcast_to(cos, shape), np.broadcast_to(sin, shape))
+            cache.k[layer, :, start:end] = rotated.transpose(1, 0, 2).astype(np.float16)   # the cache's precision
+
+
+def _load(gguf: GGUFFile, name: str) -> QTensor:
+    info = gguf.tensors[name]
+    return load_tensor(gguf.raw(name), info.ggml_type, info.shape)
+
+
+def _fused(gguf: GGUFFile, names: list[str]) -> tuple[QTensor, ...]:
+    """Load matrices that multiply the same input, fusing each run of neighbours of one quant type into one
+    matrix. Qwen2 files mix types: Qwen2.5-0.5B's 896 columns fit no K-quant block, so llama.cpp's Q4_K_M falls
+    back to other types for some of q, k, v (and attn_v is kept at higher precision in some layers)."""
+    runs = itertools.groupby(names, key=lambda name: gguf.tensors[name].ggml_type)
+    parts = [[_load(gguf, name) for name in group] for _, group in runs]
+    return tuple(p[0] if len(p) == 1 else concat_rows(p) for p in parts)
+
+
+def _matmul(parts: tuple[QTensor, ...], x: np.ndarray) -> np.ndarray:
+    """x (T, cols) times every part, outputs side by side: (T, sum of part rows)."""
+    return parts[0](x) if len(parts) == 1 else np.concatenate([p(x) for p in parts], axis=1)
