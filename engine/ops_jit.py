@@ -53,45 +53,61 @@ def _rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool) -> None
             x[h, b] = x0 * sin[i] + x1 * cos[i]
 
 
-@njit(cache=True, nogil=True, fastmath=True)
-def decode_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray,
-                     pos: int, cos: np.ndarray, sin: np.ndarray, scale: float, window: int,
-                     neox: bool) -> np.ndarray:
-    """One new token: rotate q (n_head, d) and k (n_kv, d), store k/v at ``pos`` in the layer's cache
-    (n_kv, capacity, d) with f16 precision, and attend over positions [first, pos]. Returns (n_head · d,).
+@njit(cache=True, nogil=True)
+def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray,
+           start_pos: int, cos: np.ndarray, sin: np.ndarray, scale: float, window: int, neox: bool) -> np.ndarray:
+    """T new tokens of one sequence: rotate q (T, n_head, d) and k (T, n_kv, d), store k/v at positions
+    [start_pos, start_pos + T) of the layer's cache (n_kv, capacity, d) with f16 precision, and let each query
+    attend causally (and within ``window`` if > 0) over the cache. Returns (T, n_head · d).
 
-    The twin is ops.rope_* + KVCache.write + ops.attention for T = 1.
+    Each position is computed by the same loops whatever T is, so a prompt read in one chunk, in several, or
+    token by token gives bit-identical caches and logits: seeded sampling repeats even when a prefix comes from
+    an earlier request's cache. The twin is ops.rope_* + KVCache.write + ops.attention.
     """
-    n_head, d = q.shape
-    n_kv = k.shape[0]
-    group = n_head // n_kv
+    T, n_head, d = q.shape
     q, k, v = q.copy(), k.copy(), v.copy()
-    _rotate(q, cos, sin, neox)
-    _rotate(k, cos, sin, neox)
+    for t in range(T):
+        _rotate(q[t], cos[t], sin[t], neox)
+        _rotate(k[t], cos[t], sin[t], neox)
     round_f16(q)                                                # llama.cpp's K·Q runs in f16
     round_f16(k)                                                # its cache holds f16
     round_f16(v)
-    k_cache[:, pos, :] = k
-    v_cache[:, pos, :] = v
-    first = max(0, pos - window + 1) if window > 0 else 0
-    n = pos + 1 - first
-    out = np.zeros(n_head * d, np.float32)
+    for t in range(T):
+        k_cache[:, start_pos + t, :] = k[t]
+        v_cache[:, start_pos + t, :] = v[t]
+    out = np.zeros((T, n_head * d), np.float32)
+    for t in range(T):
+        pos = start_pos + t
+        first = max(0, pos - window + 1) if window > 0 else 0
+        _attend_one(q[t], k_cache, v_cache, first, pos + 1, scale, out[t])
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _attend_one(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, first: int, end: int, scale: float,
+                out: np.ndarray) -> None:
+    """softmax(q·K[first:end] · scale) · V[first:end] for every head of one query; out (n_head · d,)."""
+    n_head, d = q.shape
+    group = n_head // k_cache.shape[0]
+    n = end - first
     scores = np.empty(n, np.float32)
     for h in range(n_head):
         kv = h // group
+        keys = k_cache[kv, first:end]                               # (n, d)
+        scores[:] = 0.0
+        for i in range(d):                  # positions in the vector lanes: each dot still sums in order of i
+            qi = q[h, i]
+            for s in range(n):
+                scores[s] += qi * keys[s, i]
         best = -np.inf
         for s in range(n):
-            acc = np.float32(0.0)
-            for i in range(d):
-                acc += q[h, i] * k_cache[kv, first + s, i]
-            scores[s] = acc * np.float32(scale)
+            scores[s] *= np.float32(scale)
             best = max(best, scores[s])
         total = np.float32(0.0)
-        for s in range(n):
+        for s in range(end - first):
             scores[s] = np.exp(scores[s] - best)
             total += scores[s]
-        for s in range(n):
+        for s in range(end - first):
             p = scores[s] / total
             for i in range(d):
                 out[h * d + i] += p * v_cache[kv, first + s, i]
-    return out

@@ -14,7 +14,8 @@ import numpy as np
 
 from engine.gguf import GGUFFile
 from engine.kv_cache import KVCache, Segment, segment_rows
-from engine.ops import RopeTable, attention, rms_norm, rope_neox
+from engine.ops import RopeTable, rms_norm, rope_neox
+from engine.ops_jit import attend
 from engine.quant import QTensor, concat_rows, load_tensor
 
 ARCH = "gemma3"
@@ -174,17 +175,13 @@ class Gemma3:
         q = qkv[:, :n_q].reshape(T, cfg.n_head, d)                           # (T, n_head, d)
         k = qkv[:, n_q:n_q + n_kv].reshape(T, cfg.n_kv_head, d)              # (T, n_kv, d)
         v = qkv[:, n_q + n_kv:].reshape(T, cfg.n_kv_head, d)                 # (T, n_kv, d)
-        q = rope_neox(rms_norm(q, blk.attn_q_norm, eps), cos, sin)           # QK-norm per head, then RoPE
-        k = rope_neox(rms_norm(k, blk.attn_k_norm, eps), cos, sin)
+        q = rms_norm(q.reshape(-1, d), blk.attn_q_norm, eps).reshape(T, cfg.n_head, d)    # QK-norm per head
+        k = rms_norm(k.reshape(-1, d), blk.attn_k_norm, eps).reshape(T, cfg.n_kv_head, d)
         window = cfg.sliding_window if cfg.swa_layers[layer] else 0
         out = np.empty((T, n_q), np.float32)                                 # (T, n_head · d)
-        for rows, s in segment_rows(segments):
-            s.cache.write(layer, s.start_pos, k[rows], v[rows])
-            end = s.start_pos + len(s.tokens)
-            first = max(0, s.start_pos - window + 1) if window else 0        # older keys are in no window
-            keys = s.cache.keys(layer, end)[:, first:]                       # (n_kv, S, d)
-            values = s.cache.values(layer, end)[:, first:]
-            out[rows] = attention(q[rows], keys, values, s.start_pos - first, cfg.attn_scale, window)
+        for rows, s in segment_rows(segments):   # RoPE (NeoX), cache write and windowed attention, per sequence
+            out[rows] = attend(q[rows], k[rows], v[rows], s.cache.k[layer], s.cache.v[layer], s.start_pos,
+                               cos[rows], sin[rows], cfg.attn_scale, window, True)
         return blk.attn_output(out)                                          # (T, dim)
 
     def rerotate_keys(self, cache: KVCache, start: int, end: int, delta: int) -> None:

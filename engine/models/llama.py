@@ -9,8 +9,8 @@ import numpy as np
 
 from engine.gguf import GGUFFile
 from engine.kv_cache import KVCache, Segment, segment_rows
-from engine.ops import RopeTable, attention, rope_normal, silu_mul
-from engine.ops_jit import decode_attention, rms_norm
+from engine.ops import RopeTable, rope_normal, silu_mul
+from engine.ops_jit import attend, rms_norm
 from engine.quant import QTensor, concat_rows, load_tensor
 
 ARCH = "llama"
@@ -144,18 +144,10 @@ class Llama:
         q = qkv[:, :n_q].reshape(T, cfg.n_head, d)                            # (T, n_head, d), before RoPE
         k = qkv[:, n_q:n_q + n_kv].reshape(T, cfg.n_kv_head, d)               # (T, n_kv, d)
         v = qkv[:, n_q + n_kv:].reshape(T, cfg.n_kv_head, d)                  # (T, n_kv, d)
-        scale = 1.0 / np.sqrt(d)
         out = np.empty((T, n_q), np.float32)                                  # (T, n_head · d)
-        for rows, s in segment_rows(segments):
-            if len(s.tokens) == 1:    # decoding: RoPE, cache write and attention in one compiled call
-                r = rows.start
-                out[r] = decode_attention(q[r], k[r], v[r], s.cache.k[layer], s.cache.v[layer], s.start_pos,
-                                          cos[r], sin[r], scale, 0, False)
-                continue
-            s.cache.write(layer, s.start_pos, rope_normal(k[rows], cos[rows], sin[rows]), v[rows])
-            end = s.start_pos + len(s.tokens)
-            out[rows] = attention(rope_normal(q[rows], cos[rows], sin[rows]), s.cache.keys(layer, end),
-                                  s.cache.values(layer, end), s.start_pos, scale)
+        for rows, s in segment_rows(segments):   # RoPE (adjacent pairs), cache write and attention, per sequence
+            out[rows] = attend(q[rows], k[rows], v[rows], s.cache.k[layer], s.cache.v[layer], s.start_pos,
+                               cos[rows], sin[rows], 1.0 / np.sqrt(d), 0, False)
         return blk.attn_output(out)                                           # (T, dim)
 
     def rerotate_keys(self, cache: KVCache, start: int, end: int, delta: int) -> None:

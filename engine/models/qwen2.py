@@ -11,7 +11,8 @@ import numpy as np
 
 from engine.gguf import GGUFError, GGUFFile
 from engine.kv_cache import KVCache, Segment, segment_rows
-from engine.ops import RopeTable, attention, rms_norm, rope_neox, silu
+from engine.ops import RopeTable, rms_norm, rope_neox, silu
+from engine.ops_jit import attend
 from engine.quant import QTensor, concat_rows, load_tensor
 
 ARCH = "qwen2"
@@ -144,15 +145,13 @@ class Qwen2:
         T, d = h.shape[0], cfg.head_dim
         qkv = _matmul(blk.attn_qkv, h) + blk.attn_qkv_bias                   # (T, (n_head + 2 n_kv) · d)
         n_q, n_kv = cfg.n_head * d, cfg.n_kv_head * d
-        q = rope_neox(qkv[:, :n_q].reshape(T, cfg.n_head, d), cos, sin)        # (T, n_head, d)
-        k = rope_neox(qkv[:, n_q:n_q + n_kv].reshape(T, cfg.n_kv_head, d), cos, sin)  # (T, n_kv, d)
+        q = qkv[:, :n_q].reshape(T, cfg.n_head, d)                            # (T, n_head, d), before RoPE
+        k = qkv[:, n_q:n_q + n_kv].reshape(T, cfg.n_kv_head, d)               # (T, n_kv, d)
         v = qkv[:, n_q + n_kv:].reshape(T, cfg.n_kv_head, d)                  # (T, n_kv, d)
         out = np.empty((T, n_q), np.float32)                                  # (T, n_head · d)
-        for rows, s in segment_rows(segments):
-            s.cache.write(layer, s.start_pos, k[rows], v[rows])
-            end = s.start_pos + len(s.tokens)
-            out[rows] = attention(q[rows], s.cache.keys(layer, end), s.cache.values(layer, end), s.start_pos,
-                                  1.0 / np.sqrt(d))
+        for rows, s in segment_rows(segments):   # RoPE (NeoX halves), cache write and attention, per sequence
+            out[rows] = attend(q[rows], k[rows], v[rows], s.cache.k[layer], s.cache.v[layer], s.start_pos,
+                               cos[rows], sin[rows], 1.0 / np.sqrt(d), 0, True)
         return blk.attn_output(out)                                           # (T, dim)
 
     def rerotate_keys(self, cache: KVCache, start: int, end: int, delta: int) -> None:
