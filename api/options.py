@@ -48,6 +48,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("num_keep", int, "limits", -1),
     Option("num_batch", int, "limits", 1, 8192),
     Option("num_thread", int, "load", 0, 1024),
+    Option("grammar", str, "constraint"),          # GBNF or Lark text constraining the output (when no format)
     *(Option(name, object, "ignored") for name in (
         "num_gpu", "main_gpu", "use_mmap", "use_mlock", "numa", "low_vram", "f16_kv", "logits_all", "vocab_only",
         "embedding_only", "num_gqa", "rope_frequency_base", "rope_frequency_scale", "draft_num_predict")),
@@ -59,6 +60,7 @@ class RunOptions:
     sampling: SamplingOptions
     limits: Limits
     num_thread: int = 0
+    grammar: str | None = None
 
 
 def coerce(name: str, value: Any) -> Any:
@@ -97,13 +99,17 @@ def build(merged: dict[str, Any], default_ctx: int = 2048) -> RunOptions:
         limits["stop"] = tuple(s for s in limits["stop"] if s)
     if limits.get("num_keep", 0) < 0:
         limits["num_keep"] = limits["num_ctx"]    # negative keeps the whole prompt
-    return RunOptions(sampling, Limits(**limits), merged.get("num_thread", 0))
+    return RunOptions(sampling, Limits(**limits), merged.get("num_thread", 0), merged.get("grammar"))
 
 
 def _typed(opt: Option, value: Any) -> Any:
     if opt.kind is bool:
         if not isinstance(value, bool):
             raise bad_request(f"option \"{opt.name}\" must be of type boolean")
+        return value
+    if opt.kind is str:
+        if not isinstance(value, str):
+            raise bad_request(f"option \"{opt.name}\" must be of type string")
         return value
     if opt.kind is list:
         if isinstance(value, str):

@@ -145,8 +145,9 @@ class Sequence:
             self.done_reason = "stop"
             return [self.final_step()]
         self.sampler.accept(token)
-        if self.constraint is not None:
-            self.constraint.accept(token)
+        if self.constraint is not None and not self._constraint_accepts(token):
+            self.done_reason = "stop"        # e.g. a logit_bias banned every token the format allows
+            return [self.final_step()]
         self.generated.append(token)
         text, stopped = self.stops.push(self.decoder.feed(token))
         if stopped or (self.constraint is not None and self.constraint.done):
@@ -156,6 +157,13 @@ class Sequence:
         self.pending = [token]
         step = Step(text, token, logprob=self._logprob(logits, token))
         return [step, self.final_step()] if self.done else [step]
+
+    def _constraint_accepts(self, token: int) -> bool:
+        try:
+            self.constraint.accept(token)
+        except ValueError:                   # engine.constrained.ConstraintError
+            return False
+        return True
 
     def _logprob(self, logits: np.ndarray, token: int) -> TokenLogprob | None:
         if self.limits.logprobs is None:
