@@ -47,7 +47,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     settings = settings or Settings.from_env()
     store = store or Store(settings.models_dir)
     pool = pool or ModelPool(engine.load_model, threads=settings.num_threads, max_loaded=settings.max_loaded_models,
-                             num_parallel=settings.num_parallel, on_thread_start=set_threads)
+                             num_parallel=settings.num_parallel, on_thread_start=set_threads,
+                             max_queue=settings.max_queue)
     app = Flask("pollama")
     app.json.ensure_ascii = False
     app.json.sort_keys = False

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from flask import has_request_context, request
+
+from api.admission import ClientGone
 from api.model_pool import Loaded, ModelPool
 from api.options import RunOptions
 from engine.generate import Step, fit_prompt
@@ -24,19 +27,46 @@ class RunState:
 
 def run_steps(pool: ModelPool, entry: Loaded, tokens: list[int], run: RunOptions, started_ns: int,
               load_ns: int) -> RunState:
-    """Submit the generation; the model is released back to the pool when its steps end or are abandoned."""
+    """Take a decode slot and submit the generation; slot and model are released when its steps end or are abandoned.
+
+    A client that disconnects stops the generation within one step, streamed or not, and the runner cancels the
+    sequence: a stream's next write fails and waitress closes the response, which closes the steps; a non-streamed
+    answer writes nothing until the end, so between steps it asks waitress (``waitress.client_disconnected``, there
+    when channel_request_lookahead > 0) and ends with ClientGone (499), which nobody reads.
+    """
+    gone = _disconnect_probe()
+    try:
+        pool.take_slot(entry, gone)
+    except BaseException:
+        pool.release(entry)
+        raise
     tokens, truncated = fit_prompt(tokens, run.limits.num_ctx, run.limits.num_keep)
+    entry.num_ctx = run.limits.num_ctx
     steps = entry.runner.generate(tokens, run.sampling, run.limits)
 
     def released() -> Iterator[Step]:
         try:
-            yield from steps
+            for step in steps:
+                if gone():
+                    raise ClientGone()
+                yield step
         finally:
             steps.close()
+            pool.free_slot(entry)
             pool.release(entry)
 
     headers = {TRUNCATED_HEADER: str(truncated)} if truncated else {}
     return RunState(released(), started_ns, load_ns, truncated, headers)
+
+
+def _disconnect_probe() -> Callable[[], bool]:
+    """True once the current request's client has gone (waitress only; other servers never tell)."""
+    probe = request.environ.get("waitress.client_disconnected") if has_request_context() else None
+    return probe if callable(probe) else _never
+
+
+def _never() -> bool:
+    return False
 
 
 def final_fields(step: Step, state: RunState, with_context: bool) -> dict:

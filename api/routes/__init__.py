@@ -1,5 +1,6 @@
 """Every blueprint the app serves."""
 
-from api.routes import blobs, chat, create, generate, meta, models, tokenize, transfer
+from api.routes import blobs, chat, create, embed, generate, meta, models, openai, ps, tokenize, transfer
 
-BLUEPRINTS = [meta.bp, generate.bp, chat.bp, tokenize.bp, models.bp, blobs.bp, create.bp, transfer.bp]
+BLUEPRINTS = [meta.bp, generate.bp, chat.bp, tokenize.bp, models.bp, blobs.bp, create.bp, transfer.bp, openai.bp,
+               embed.bp, ps.bp]

@@ -1,0 +1,210 @@
+"""Serving throughput: concurrent streaming clients through real HTTP against `pollama serve`, and the HTTP overhead.
+
+    python benchmarks/serve.py [--model PATH] [--threads 2] [--clients 1,2,4,8] [--tokens 64]
+
+Runs benchmarks/speed.py first (same model, same threads), then starts `python -m api serve` as a subprocess (so the
+clients here never hold the server's GIL) on a free loopback port, with a temporary store holding smollm2:135m and
+NUM_PARALLEL = the largest client count. Prints JSON lines:
+  * ``engine``: speed.py's own line (forward passes only: a 256-token prompt, then 128 decode steps);
+  * ``http_single``: one stream with speed.py's 256-token prompt and 128 tokens: ``decode_tok_s`` as the client
+    sees it (first to last token), ``server_decode_tok_s`` from the server's eval_count / eval_duration, and
+    ``overhead_pct``: how much slower the client's rate is than speed.py's (sampling, the runner's queues, JSON and
+    HTTP together), and ``transport_overhead_pct`` against the server's own rate (JSON and HTTP alone);
+  * ``concurrency``: N clients at once, each a distinct short raw prompt that the model continues without stopping:
+    ``aggregate_tok_s`` (decoded tokens of all clients over the span from the first first-token to the last
+    token), ``speedup`` against the first client count (1), time to first token from sending the request (mean, max).
+Every line carries the 1-minute load average: the machine may be shared. Numbers are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from speed import PROMPT_TEXT, model_path  # benchmarks/ is this script's own directory
+
+from api.gguf_import import import_gguf
+from registry.names import ModelName
+from registry.store import Store
+
+MODEL = "smollm2:135m"
+SPEED_PROMPT_TOKENS, SPEED_DECODE_TOKENS = 256, 128
+READY_TIMEOUT_S = 120
+
+
+@dataclass
+class Stream:
+    """One streamed /api/generate as the client saw it."""
+
+    sent_s: float                                            # perf_counter when the request was sent
+    token_s: list[float] = field(default_factory=list)      # perf_counter of every token chunk
+    final: dict = field(default_factory=dict)               # the done chunk (eval_count, eval_duration, ...)
+
+    @property
+    def ttft_s(self) -> float:
+        return self.token_s[0] - self.sent_s
+
+
+def run_stream(port: int, body: dict) -> Stream:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    conn.request("POST", "/api/generate", json.dumps({**body, "stream": True}), {"Content-Type": "application/json"})
+    stream = Stream(time.perf_counter())
+    response = conn.getresponse()
+    for line in response:
+        chunk = json.loads(line)
+        if "error" in chunk:
+            raise RuntimeError(chunk["error"])
+        if chunk["done"]:
+            stream.final = chunk
+        else:
+            stream.token_s.append(time.perf_counter())
+    conn.close()
+    return stream
+
+
+def post_json(port: int, path: str, body: dict) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+    answer = json.loads(conn.getresponse().read())
+    conn.close()
+    return answer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def server(path: Path, threads: int, parallel: int) -> Iterator[int]:
+    """Port of a `pollama serve` subprocess with ``path`` imported as smollm2:135m into a temporary store."""
+    with tempfile.TemporaryDirectory() as root:
+        import_gguf(Store(Path(root)), ModelName.parse(MODEL), path)
+        port = free_port()
+        env = {**os.environ, "POLLAMA_HOST": f"127.0.0.1:{port}", "POLLAMA_MODELS": root,
+               "POLLAMA_NO_DEFAULT_MODEL": "1", "POLLAMA_NUM_PARALLEL": str(parallel),
+               "POLLAMA_NUM_THREADS": str(threads), "POLLAMA_KEEP_ALIVE": "-1"}
+        proc = subprocess.Popen([sys.executable, "-m", "api", "serve"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            wait_ready(port, proc)
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def wait_ready(port: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"pollama serve exited with status {proc.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/api/version")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("pollama serve did not answer in time")
+
+
+def speed_line(path: Path, threads: int) -> dict:
+    """benchmarks/speed.py on the same model and threads, as its own process (no server running meanwhile)."""
+    out = subprocess.run([sys.executable, str(Path(__file__).with_name("speed.py")), "--model", str(path),
+                          "--threads", str(threads), "--prompt-tokens", str(SPEED_PROMPT_TOKENS),
+                          "--decode-tokens", str(SPEED_DECODE_TOKENS)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def greedy(prompt: str, num_predict: int) -> dict:
+    return {"model": MODEL, "prompt": prompt, "raw": True,
+            "options": {"temperature": 0, "num_predict": num_predict, "num_ctx": 2048}}
+
+
+def decode_rate(stream: Stream) -> float:
+    return (len(stream.token_s) - 1) / (stream.token_s[-1] - stream.token_s[0])
+
+
+def http_single(port: int, engine_tok_s: float) -> dict:
+    """speed.py's prompt (its first 256 tokens) and decode length through HTTP; the second of two runs."""
+    tokens = post_json(port, "/api/tokenize", {"model": MODEL, "content": PROMPT_TEXT})["tokens"]
+    prompt = post_json(port, "/api/detokenize", {"model": MODEL, "tokens": tokens[:SPEED_PROMPT_TOKENS]})["content"]
+    for _ in range(2):
+        stream = run_stream(port, greedy(prompt, SPEED_DECODE_TOKENS))
+    rate = decode_rate(stream)
+    server_rate = stream.final["eval_count"] / (stream.final["eval_duration"] / 1e9)
+    return {"bench": "http_single", "prompt_tokens": stream.final["prompt_eval_count"],
+            "tokens": stream.final["eval_count"], "decode_tok_s": round(rate, 2),
+            "server_decode_tok_s": round(server_rate, 2), "engine_decode_tok_s": engine_tok_s,
+            "overhead_pct": round(100 * (1 - rate / engine_tok_s), 1),
+            "transport_overhead_pct": round(100 * (1 - rate / server_rate), 1), "ttft_s": round(stream.ttft_s, 3)}
+
+
+def counting_prompt(i: int) -> str:
+    """A distinct raw prompt per client that the model continues for as long as it is let (greedy)."""
+    start = 100 * i + 1
+    return ", ".join(str(n) for n in range(start, start + 5)) + ","
+
+
+def concurrency(port: int, clients: int, tokens: int) -> dict:
+    streams: list[Stream | None] = [None] * clients
+
+    def client(i: int) -> None:
+        streams[i] = run_stream(port, greedy(counting_prompt(i), tokens))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    first = min(s.token_s[0] for s in streams)
+    last = max(s.token_s[-1] for s in streams)
+    decoded = sum(s.final["eval_count"] - 1 for s in streams)
+    ttfts = [s.ttft_s for s in streams]
+    return {"bench": "concurrency", "clients": clients, "tokens": sum(s.final["eval_count"] for s in streams),
+            "aggregate_tok_s": round(decoded / (last - first), 2),
+            "per_client_tok_s": round(sum(decode_rate(s) for s in streams) / clients, 2),
+            "ttft_s_mean": round(sum(ttfts) / clients, 3), "ttft_s_max": round(max(ttfts), 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=MODEL, help="GGUF path or a model name from registry.pypi_models")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="compute threads (both benches)")
+    parser.add_argument("--clients", default="1,2,4,8", help="comma-separated numbers of concurrent clients")
+    parser.add_argument("--tokens", type=int, default=64, help="tokens each concurrent client generates")
+    args = parser.parse_args()
+    path = model_path(args.model)
+    counts = [int(n) for n in args.clients.split(",")]
+
+    def emit(line: dict) -> None:
+        print(json.dumps({**line, "load_avg_1m": round(os.getloadavg()[0], 2)}), flush=True)
+
+    engine = speed_line(path, args.threads)
+    emit({"bench": "engine", **engine})
+    with server(path, args.threads, max(counts)) as port:
+        run_stream(port, greedy(counting_prompt(0), 4))                      # load and warm up
+        emit(http_single(port, engine["decode_tok_s"]))
+        single = None
+        for n in counts:
+            line = concurrency(port, n, args.tokens)
+            single = single or line["aggregate_tok_s"]
+            emit({**line, "speedup": round(line["aggregate_tok_s"] / single, 2)})
+
+
+if __name__ == "__main__":
+    main()
