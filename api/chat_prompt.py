@@ -7,9 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from api import prompt
 from api.errors import bad_request
 from api.model_pool import ModelRecord
-from api.schemas import field, model_field
+from api.schemas import field, model_field, parse_format, parse_logprobs
+from engine.tokenizer import Tokenizer
 from registry.template import Template, TemplateError, render_prompt
 
 THINK_LEVELS = ("high", "medium", "low", "max")
@@ -22,25 +24,23 @@ class ChatRequest:
     messages: list[dict]
     tools: list[dict]           # [] = not a tools request (ollama-python always sends "tools": [])
     stream: bool
-    format: Any                 # None, "json" or a JSON schema; constrained decoding is wired elsewhere
+    format: Any                 # None, "json" or a JSON schema (api/formats.py builds the constraint)
     options: dict | None
     keep_alive: Any
     think: bool | str | None    # None = not set
     debug_render_only: bool     # answer with the rendered prompt instead of generating
+    logprobs: int | None = None  # None: off; N: the chosen token's logprob and the N most likely
 
 
 def parse_chat(body: dict) -> ChatRequest:
-    fmt = body.get("format")
-    if fmt not in (None, "", "json") and not isinstance(fmt, dict):
-        raise bad_request(f"invalid format: {json.dumps(fmt)}; expected \"json\" or a valid JSON Schema object")
     tools = field(body, "tools", list, [])
     if not all(isinstance(t, dict) for t in tools):
         raise bad_request("invalid type for field \"tools\": expected an array of objects")
     return ChatRequest(
         model=model_field(body), messages=parse_messages(body.get("messages")), tools=tools,
-        stream=field(body, "stream", bool, True), format=fmt or None, options=field(body, "options", dict),
+        stream=field(body, "stream", bool, True), format=parse_format(body), options=field(body, "options", dict),
         keep_alive=body.get("keep_alive"), think=_think(body.get("think")),
-        debug_render_only=field(body, "_debug_render_only", bool, False),
+        debug_render_only=field(body, "_debug_render_only", bool, False), logprobs=parse_logprobs(body),
     )
 
 
@@ -121,3 +121,11 @@ def render_chat(template: Template, messages: list[dict], *, tools: list[dict], 
         else:
             lo = mid + 1
     return render(lo)
+
+
+def chat_prompt_tokens(record: ModelRecord, req: ChatRequest, template: Template, tokenizer: Tokenizer,
+                       num_ctx: int) -> tuple[str, list[int]]:
+    """The rendered chat prompt (old turns dropped to fit num_ctx) and its tokens."""
+    text = render_chat(template, chat_messages(record, req.messages), tools=req.tools, think=req.think,
+                       count_tokens=lambda t: len(prompt.encode(tokenizer, t, [])), num_ctx=num_ctx)
+    return text, prompt.encode(tokenizer, text, [])

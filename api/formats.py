@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-import json
+from dataclasses import replace
 from typing import Any
 
 from api.errors import bad_request
-from api.schemas import field
+from api.options import RunOptions
 from engine.constrained import Constraint, ConstraintError
 from engine.generate import Step
 from engine.tokenizer import Tokenizer
 
-MAX_TOP_LOGPROBS = 20
 
-
-def parse_format(body: dict) -> Any:
-    """None, "json" or a JSON Schema object; "" and null mean none (400 for anything else)."""
-    fmt = body.get("format")
-    if fmt in (None, ""):
-        return None
-    if fmt != "json" and not isinstance(fmt, dict):
-        raise bad_request(f"invalid format: {json.dumps(fmt)}; expected \"json\" or a valid JSON Schema object")
-    return fmt
-
-
-def parse_logprobs(body: dict) -> int | None:
-    """How many alternatives to report per token when ``logprobs`` is on; None when it is off."""
-    top = field(body, "top_logprobs", int, 0)
-    if not 0 <= top <= MAX_TOP_LOGPROBS:
-        raise bad_request(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
-    return top if field(body, "logprobs", bool, False) else None
+def prepare_output(run: RunOptions, fmt: Any, logprobs: int | None,
+                   tokenizer: Tokenizer) -> tuple[RunOptions, Constraint | None]:
+    """The run options with logprobs set, and the decoding constraint for ``fmt`` or the grammar option."""
+    return replace(run, limits=replace(run.limits, logprobs=logprobs)), build_constraint(fmt, run.grammar, tokenizer)
 
 
 def build_constraint(fmt: Any, grammar: str | None, tokenizer: Tokenizer) -> Constraint | None:

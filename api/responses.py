@@ -26,7 +26,7 @@ class RunState:
 
 
 def run_steps(pool: ModelPool, entry: Loaded, tokens: list[int], run: RunOptions, started_ns: int,
-              load_ns: int) -> RunState:
+              load_ns: int, constraint=None) -> RunState:
     """Take a decode slot and submit the generation; slot and model are released when its steps end or are abandoned.
 
     A client that disconnects stops the generation within one step, streamed or not, and the runner cancels the
@@ -42,7 +42,7 @@ def run_steps(pool: ModelPool, entry: Loaded, tokens: list[int], run: RunOptions
         raise
     tokens, truncated = fit_prompt(tokens, run.limits.num_ctx, run.limits.num_keep)
     entry.num_ctx = run.limits.num_ctx
-    steps = entry.runner.generate(tokens, run.sampling, run.limits)
+    steps = entry.runner.generate(tokens, run.sampling, run.limits, constraint)
 
     def released() -> Iterator[Step]:
         try:

@@ -58,6 +58,27 @@ def token_list(body: dict, name: str) -> list[int]:
     return values
 
 
+MAX_TOP_LOGPROBS = 20
+
+
+def parse_format(body: dict) -> Any:
+    """None, "json" or a JSON Schema object; "" and null mean none (400 for anything else)."""
+    fmt = body.get("format")
+    if fmt in (None, ""):
+        return None
+    if fmt != "json" and not isinstance(fmt, dict):
+        raise bad_request(f"invalid format: {json.dumps(fmt)}; expected \"json\" or a valid JSON Schema object")
+    return fmt
+
+
+def parse_logprobs(body: dict) -> int | None:
+    """How many alternatives to report per token when ``logprobs`` is on; None when it is off."""
+    top = field(body, "top_logprobs", int, 0)
+    if not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise bad_request(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
+    return top if field(body, "logprobs", bool, False) else None
+
+
 @dataclass(frozen=True)
 class GenerateRequest:
     model: str
@@ -70,15 +91,13 @@ class GenerateRequest:
     format: Any
     options: dict | None
     keep_alive: Any
+    logprobs: int | None     # None: off; N: the chosen token's logprob and the N most likely
 
 
 def parse_generate(body: dict) -> GenerateRequest:
-    fmt = body.get("format")
-    if fmt not in (None, "", "json") and not isinstance(fmt, dict):
-        raise bad_request(f"invalid format: {json.dumps(fmt)}; expected \"json\" or a valid JSON Schema object")
     return GenerateRequest(
         model=model_field(body), prompt=field(body, "prompt", str, ""), system=field(body, "system", str, ""),
         template=field(body, "template", str, ""), context=token_list(body, "context"),
-        stream=field(body, "stream", bool, True), raw=field(body, "raw", bool, False), format=fmt or None,
-        options=field(body, "options", dict), keep_alive=body.get("keep_alive"),
+        stream=field(body, "stream", bool, True), raw=field(body, "raw", bool, False), format=parse_format(body),
+        options=field(body, "options", dict), keep_alive=body.get("keep_alive"), logprobs=parse_logprobs(body),
     )

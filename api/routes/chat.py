@@ -9,10 +9,11 @@ from flask import Blueprint, Response, jsonify
 
 from api import options, prompt
 from api.app import services
-from api.chat_prompt import ChatRequest, chat_messages, check_capabilities, parse_chat, render_chat
+from api.chat_prompt import ChatRequest, chat_prompt_tokens, check_capabilities, parse_chat
 from api.durations import keep_alive_seconds
 from api.embedding import require_completion
 from api.errors import bad_request
+from api.formats import logprobs_json, prepare_output
 from api.responses import final_fields, run_steps
 from api.schemas import read_body
 from api.streaming import ndjson, now_rfc3339
@@ -42,19 +43,20 @@ def chat() -> Response:
         if not req.messages:
             return jsonify(_chunk(req.model, "", done=True, done_reason="load"))
         tokenizer = entry.model.tokenizer
-        text = render_chat(template, chat_messages(record, req.messages), tools=req.tools, think=req.think,
-                           count_tokens=lambda t: len(prompt.encode(tokenizer, t, [])), num_ctx=run.limits.num_ctx)
+        text, tokens = chat_prompt_tokens(record, req, template, tokenizer, run.limits.num_ctx)
         if req.debug_render_only:
             return jsonify({**_chunk(req.model, "", done=True), "_debug_info": {
                 "rendered_template": text, "image_count": sum(len(m.get("images") or []) for m in req.messages)}})
-        tokens = prompt.encode(tokenizer, text, [])
+        run, constraint = prepare_output(run, req.format, req.logprobs, tokenizer)
         release_unless_running.pop_all()          # from here run_steps releases the model when it ends
-    return _respond(req, run_steps(svc.pool, entry, tokens, run, started_ns, load_ns))
+    return _respond(req, run_steps(svc.pool, entry, tokens, run, started_ns, load_ns, constraint), tokenizer)
 
 
-def _respond(req: ChatRequest, state) -> Response:
+def _respond(req: ChatRequest, state, tokenizer) -> Response:
     def to_json(step) -> dict:
         chunk = _chunk(req.model, step.text, done=step.done_reason is not None)
+        if step.logprob is not None:
+            chunk["logprobs"] = logprobs_json(step, tokenizer)
         if step.done_reason is not None:
             chunk.update(final_fields(step, state, with_context=False))
         return chunk

@@ -12,6 +12,7 @@ from api.app import services
 from api.durations import keep_alive_seconds
 from api.embedding import require_completion
 from api.errors import bad_request
+from api.formats import logprobs_json, prepare_output
 from api.responses import final_fields, run_steps
 from api.schemas import parse_generate, read_body
 from api.streaming import ndjson, now_rfc3339
@@ -41,12 +42,16 @@ def generate() -> Response:
             return jsonify(_chunk(req.model, "", done=True, done_reason="load"))
         text = req.prompt if req.raw else prompt.render(
             template, prompt.generate_messages(record, req.prompt, req.system, with_history=not req.context))
-        tokens = prompt.encode(entry.model.tokenizer, text, req.context)
+        tokenizer = entry.model.tokenizer
+        tokens = prompt.encode(tokenizer, text, req.context)
+        run, constraint = prepare_output(run, req.format, req.logprobs, tokenizer)
         release_unless_running.pop_all()          # from here run_steps releases the model when it ends
-    run_state = run_steps(svc.pool, entry, tokens, run, started_ns, load_ns)
+    run_state = run_steps(svc.pool, entry, tokens, run, started_ns, load_ns, constraint)
 
     def to_json(step) -> dict:
         chunk = _chunk(req.model, step.text, done=step.done_reason is not None)
+        if step.logprob is not None:
+            chunk["logprobs"] = logprobs_json(step, tokenizer)
         if step.done_reason is not None:
             chunk.update(final_fields(step, run_state, with_context=not req.raw))
         return chunk
@@ -66,9 +71,13 @@ def _chunk(model: str, text: str, done: bool, done_reason: str | None = None) ->
 
 
 def _collect(steps, to_json) -> dict:
-    parts, last = [], None
+    """One answer from all chunks: texts joined, logprobs gathered, the rest from the final chunk."""
+    parts, logprobs, last = [], [], None
     for step in steps:
         last = to_json(step)
         parts.append(last["response"])
+        logprobs.extend(last.get("logprobs", []))
     last["response"] = "".join(parts)
+    if logprobs:
+        last["logprobs"] = logprobs
     return last

@@ -17,10 +17,11 @@ from api import openai_format as fmt
 from api import options, prompt
 from api.admission import RETRY_AFTER_S, ServerBusy
 from api.app import services
-from api.chat_prompt import chat_messages, check_capabilities, parse_chat, render_chat
+from api.chat_prompt import chat_prompt_tokens, check_capabilities, parse_chat
 from api.durations import keep_alive_seconds
 from api.embedding import embed_texts, require_completion
 from api.errors import APIError
+from api.formats import prepare_output
 from api.responses import RunState, run_steps
 from api.schemas import field, read_body
 from engine.runner import EngineError
@@ -70,11 +71,10 @@ def chat_completions() -> Response:
     with ExitStack() as release_unless_running:
         release_unless_running.callback(svc.pool.release, entry)
         tokenizer = entry.model.tokenizer
-        text = render_chat(template, chat_messages(record, req.messages), tools=req.tools, think=req.think,
-                           count_tokens=lambda t: len(prompt.encode(tokenizer, t, [])), num_ctx=run.limits.num_ctx)
-        tokens = prompt.encode(tokenizer, text, [])
+        _, tokens = chat_prompt_tokens(record, req, template, tokenizer, run.limits.num_ctx)
+        run, constraint = prepare_output(run, req.format, None, tokenizer)
         release_unless_running.pop_all()          # from here run_steps releases the model when it ends
-    state = run_steps(svc.pool, entry, tokens, run, started_ns, load_ns)
+    state = run_steps(svc.pool, entry, tokens, run, started_ns, load_ns, constraint)
     if req.stream:
         env = fmt.Envelope.new("chatcmpl", "chat.completion.chunk", req.model)
         return fmt.sse(fmt.chat_chunks(env, state.steps, with_usage), state.headers)
