@@ -41,16 +41,16 @@ class QTensor:
     packed: NamedTuple
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """x (T, cols) -> (T, rows), or (cols,) -> (rows,); one token takes the matvec path."""
+        """x (..., cols) -> (..., rows), e.g. (T, cols) -> (T, rows); one token takes the matvec path."""
         fmt = FORMATS[self.ggml_type]
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.shape[-1] != self.cols:
             raise ValueError(f"input has {x.shape[-1]} columns, weight expects {self.cols}")
         if x.ndim == 1:
             return fmt.matvec(self.packed, x)
-        if x.shape[0] == 1:
-            return fmt.matvec(self.packed, x[0])[None]
-        return fmt.matmul(self.packed, x)
+        tokens = x.reshape(-1, self.cols)                                 # (T, cols)
+        y = fmt.matvec(self.packed, tokens[0])[None] if len(tokens) == 1 else fmt.matmul(self.packed, tokens)
+        return y.reshape(*x.shape[:-1], self.rows)
 
     def take_rows(self, ids: np.ndarray) -> np.ndarray:
         """Rows ``ids`` of W, dequantized: (n, cols) f32."""

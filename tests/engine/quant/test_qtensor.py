@@ -57,6 +57,7 @@ def test_call_routes_matvec_and_matmul(qcheck, rng):
     np.testing.assert_array_equal(w(x[1:2]), y[1:2])                       # (1, cols) -> (1, rows)
     np.testing.assert_array_equal(w(x.astype(np.float64)[:, ::1]), y)      # any float input is accepted
     np.testing.assert_array_equal(w(np.asfortranarray(x)), y)
+    np.testing.assert_array_equal(w(x.reshape(2, 2, 96)), y.reshape(2, 2, 130))  # leading dims kept
     with pytest.raises(ValueError):
         w(x[:, :64])
 
