@@ -12,7 +12,7 @@ from api.errors import bad_request
 from api.model_pool import ModelRecord
 from api.schemas import field, model_field, parse_format, parse_logprobs
 from engine.tokenizer import Tokenizer
-from registry.template import Template, TemplateError, render_prompt
+from registry.template import JinjaTemplate, Template, TemplateError, render_prompt
 
 THINK_LEVELS = ("high", "medium", "low", "max")
 _MESSAGE_TEXT = ("content", "thinking", "tool_name", "tool_call_id")
@@ -75,7 +75,7 @@ def _think(value: Any) -> bool | str | None:
     raise bad_request(f"invalid think value: {shown} (must be \"high\", \"medium\", \"low\", \"max\", true, or false)")
 
 
-def check_capabilities(template: Template, req: ChatRequest, record: ModelRecord) -> None:
+def check_capabilities(template: Template | JinjaTemplate, req: ChatRequest, record: ModelRecord) -> None:
     """400 when the request needs something the model's template cannot express (tools, thinking)."""
     if req.tools and not template.references("Tools"):
         raise bad_request(f"{record.name} does not support tools")
@@ -92,18 +92,20 @@ def chat_messages(record: ModelRecord, messages: list[dict]) -> list[dict]:
     return assembled
 
 
-def render_chat(template: Template, messages: list[dict], *, tools: list[dict], think: bool | str | None,
-                count_tokens: Callable[[str], int], num_ctx: int) -> str:
+def render_chat(template: Template | JinjaTemplate, messages: list[dict], *, tools: list[dict],
+                think: bool | str | None, count_tokens: Callable[[str], int], num_ctx: int,
+                specials: dict[str, str] | None = None) -> str:
     """The prompt for ``messages``, dropping the oldest non-system messages until it fits ``num_ctx``.
 
     As Ollama's chatPrompt: keep messages[i:] plus every system message before i, for the smallest i that
     fits; the last message is always kept (the engine truncates tokens if even that is too long). The prompt
     grows with the number of kept messages, so the smallest i is found by bisection: O(log n) renders.
+    ``specials``: bos_token/eos_token texts for a Jinja template (api.prompt.special_texts).
     """
     def render(i: int) -> str:
         kept = [m for m in messages[:i] if m.get("role") == "system"] + messages[i:]
         try:
-            return render_prompt(template, kept, tools=tools or None, think=think)
+            return render_prompt(template, kept, tools=tools or None, think=think, **(specials or {}))
         except TemplateError as exc:
             raise bad_request(f"template error: {exc}") from None
 
@@ -123,9 +125,10 @@ def render_chat(template: Template, messages: list[dict], *, tools: list[dict], 
     return render(lo)
 
 
-def chat_prompt_tokens(record: ModelRecord, req: ChatRequest, template: Template, tokenizer: Tokenizer,
-                       num_ctx: int) -> tuple[str, list[int]]:
+def chat_prompt_tokens(record: ModelRecord, req: ChatRequest, template: Template | JinjaTemplate,
+                       tokenizer: Tokenizer, num_ctx: int) -> tuple[str, list[int]]:
     """The rendered chat prompt (old turns dropped to fit num_ctx) and its tokens."""
     text = render_chat(template, chat_messages(record, req.messages), tools=req.tools, think=req.think,
-                       count_tokens=lambda t: len(prompt.encode(tokenizer, t, [])), num_ctx=num_ctx)
+                       count_tokens=lambda t: len(prompt.encode(tokenizer, t, [])), num_ctx=num_ctx,
+                       specials=prompt.special_texts(tokenizer))
     return text, prompt.encode(tokenizer, text, [])

@@ -266,6 +266,8 @@ def run(store: Store, plan: Plan) -> Iterator[str]:
             if detected is not None:
                 yield f"using autodetected template {detected.name}"
                 plan.template, plan.params = detected.template, {**detected.params, **plan.params}
+            elif jinja and not plan.template:
+                plan.template = jinja                     # no known match: the GGUF's Jinja, rendered sandboxed
         known = _known_digests(plan)
         store.create_model(plan.name, **_layers(store, plan))
         manifest, _ = store.read_manifest(plan.name)

@@ -56,13 +56,16 @@ def config_blob(facts: dict, layer_digests: list[str]) -> dict:
 
 def import_gguf(store: Store, name: ModelName, path: Path, *, template: str | None = None,
                 params: dict | None = None, system: str | None = None) -> str:
-    """Store ``path`` as model ``name``; without a template, detect one from tokenizer.chat_template."""
+    """Store ``path`` as model ``name``; without a template, detect one from tokenizer.chat_template, else
+    keep that Jinja text itself as the template (rendered sandboxed, registry.jinja_template)."""
     facts = gguf_facts(path)
     digest, _ = store.import_file(path)
     if template is None and facts["chat_template"]:
         named = chat_templates.detect(facts["chat_template"])
         if named is not None:
             template, params = named.template, {**named.params, **(params or {})}
+        else:
+            template = facts["chat_template"]
     return store.create_model(name, model_blob=digest, config=config_blob(facts, [digest]), template=template,
                               system=system, params=params)
 

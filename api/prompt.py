@@ -5,23 +5,34 @@ from __future__ import annotations
 from api.errors import bad_request
 from api.model_pool import ModelRecord
 from engine.tokenizer import Tokenizer
-from registry.template import Template, TemplateError, render_prompt
+from registry.template import JinjaTemplate, Template, TemplateError, load_template, render_prompt
 
 DEFAULT_TEMPLATE = "{{ .Prompt }}"
 
 
-def parse_template(source: str) -> Template:
+def parse_template(source: str) -> Template | JinjaTemplate:
     try:
-        return Template(source)
+        return load_template(source)
     except TemplateError as exc:
         raise bad_request(f"template error: {exc}") from None
 
 
-def render(template: Template, messages: list[dict], system: str | None = None) -> str:
+def render(template: Template | JinjaTemplate, messages: list[dict], system: str | None = None,
+           tokenizer: Tokenizer | None = None) -> str:
+    """The prompt text; ``tokenizer`` supplies bos/eos texts to Jinja templates."""
+    specials = special_texts(tokenizer) if tokenizer is not None else {}
     try:
-        return render_prompt(template, messages, system=system)
+        return render_prompt(template, messages, system=system, **specials)
     except TemplateError as exc:
         raise bad_request(f"template error: {exc}") from None
+
+
+def special_texts(tokenizer: Tokenizer) -> dict[str, str]:
+    """``bos_token``/``eos_token`` for a Jinja template. BOS is "" when encode() adds the BOS token itself, so
+    a template starting with ``{{ bos_token }}`` does not give two (llama.cpp strips it for the same reason)."""
+    def text(token: int | None) -> str:
+        return tokenizer.token_text(token) if token is not None else ""
+    return {"bos_token": "" if tokenizer.add_bos else text(tokenizer.bos_id), "eos_token": text(tokenizer.eos_id)}
 
 
 def generate_messages(record: ModelRecord, prompt: str, system: str, with_history: bool) -> list[dict]:

@@ -15,16 +15,23 @@ The engine is :mod:`registry.gotemplate` (Go's text/template subset). This modul
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
 from registry.gotemplate import Budget, Limits, TemplateError, execute, nodes, parse
 from registry.gotemplate.ollama_types import message_value, tools_value
+from registry.jinja_template import JinjaTemplate, render_jinja_prompt
 
-__all__ = ["DEFAULT_TEMPLATE", "Limits", "Template", "TemplateError", "collate", "render_prompt"]
+__all__ = ["DEFAULT_TEMPLATE", "JinjaTemplate", "Limits", "Template", "TemplateError", "collate", "is_jinja",
+           "load_template", "render_prompt"]
 
 DEFAULT_TEMPLATE = "{{ .Prompt }}"          # a model without a template layer
 _DEFAULT_LIMITS = Limits()
+# Go templates name Ollama's capitalised fields (.Messages, .Prompt …); Jinja uses {% %} blocks, {# #} comments or
+# HF's lower-case variables inside {{ }}
+_GO_FIELD = re.compile(r"\.(?:Messages|Prompt|System|Response|Tools|Suffix|Content|Role)\b")
+_JINJA_MARK = re.compile(r"\{%|\{#|\{\{[^}]*\b(?:messages|message|add_generation_prompt|bos_token|eos_token)\b")
 _RESPONSE = nodes.Action(0, nodes.Pipe(0, (), False, (nodes.Command(0, (nodes.Field(0, ("Response",)),)),)))
 
 
@@ -64,16 +71,35 @@ class Template:
         return field.lower() in self._names
 
 
-def render_prompt(template: Template, messages: list[dict[str, Any]], *, system: str | None = None,
+def is_jinja(source: str) -> bool:
+    """The rule telling the two kinds apart: a template is Jinja when it names no Go field (``.Messages``,
+    ``.Prompt``, ``.System``, ``.Response``, ``.Tools``, ``.Suffix``, ``.Content``, ``.Role``) and has a Jinja
+    marker: a ``{%`` block, a ``{#`` comment, or ``messages``/``message``/``add_generation_prompt``/``bos_token``/
+    ``eos_token`` inside ``{{ }}``. Anything else (plain text, ``{{ .Prompt }}``) is a Go template."""
+    return not _GO_FIELD.search(source) and bool(_JINJA_MARK.search(source))
+
+
+def load_template(source: str) -> Template | JinjaTemplate:
+    """A Go template or, by :func:`is_jinja`, a sandboxed Jinja one; TemplateError when it does not parse."""
+    return JinjaTemplate(source) if is_jinja(source) else Template(source)
+
+
+def render_prompt(template: Template | JinjaTemplate, messages: list[dict[str, Any]], *, system: str | None = None,
                   tools: list[dict[str, Any]] | None = None, legacy_prompt: str | None = None,
-                  suffix: str | None = None, think: bool | str | None = None) -> str:
+                  suffix: str | None = None, think: bool | str | None = None, bos_token: str = "",
+                  eos_token: str = "") -> str:
     """Render a conversation (chat message dicts: role, content, images, tool_calls, tool_name, thinking).
 
     ``system`` is the model's SYSTEM: it is prepended unless the conversation starts with a system message.
     ``legacy_prompt`` is /api/generate's prompt: with a non-empty ``suffix`` the template gets FIM values
     ``{Prompt, Suffix}``, otherwise it is appended as the last user message. ``think`` is the request's
-    think value (bool, or a level such as "high"); None means it was not set.
+    think value (bool, or a level such as "high"); None means it was not set. A JinjaTemplate gets the
+    conversation as HF's ``apply_chat_template`` (no FIM: ``suffix`` is ignored) with ``bos_token``/``eos_token``.
     """
+    if isinstance(template, JinjaTemplate):
+        extra = [{"role": "user", "content": legacy_prompt}] if legacy_prompt is not None else []
+        return render_jinja_prompt(template, [*messages, *extra], system=system, tools=tools, think=think,
+                                   bos_token=bos_token, eos_token=eos_token)
     budget = Budget(template.limits)
     flags = _think_values(think)
     if legacy_prompt and suffix:

@@ -40,9 +40,10 @@ def generate() -> Response:
         release_unless_running.callback(svc.pool.release, entry)
         if not req.prompt:
             return jsonify(_chunk(req.model, "", done=True, done_reason="load"))
-        text = req.prompt if req.raw else prompt.render(
-            template, prompt.generate_messages(record, req.prompt, req.system, with_history=not req.context))
         tokenizer = entry.model.tokenizer
+        text = req.prompt if req.raw else prompt.render(
+            template, prompt.generate_messages(record, req.prompt, req.system, with_history=not req.context),
+            tokenizer=tokenizer)
         tokens = prompt.encode(tokenizer, text, req.context)
         run, constraint = prepare_output(run, req.format, req.logprobs, tokenizer)
         release_unless_running.pop_all()          # from here run_steps releases the model when it ends

@@ -23,7 +23,7 @@ from registry import modelfile
 from registry.errors import InvalidName, ModelNotFound, StoreError
 from registry.names import ModelName
 from registry.store import Store
-from registry.template import Template, TemplateError
+from registry.template import TemplateError, load_template
 
 bp = Blueprint("models", __name__)
 MAX_BRIEF_ARRAY = 5              # longer GGUF arrays (tokens, merges, scores) show as [] unless verbose
@@ -143,7 +143,7 @@ def _capabilities(info: dict, template_text: str | None) -> list[str]:
     arch = info.get("general.architecture", "")
     caps = ["embedding" if f"{arch}.pooling_type" in info else "completion"]
     try:
-        template = Template(template_text) if template_text else None
+        template = load_template(template_text) if template_text else None
     except TemplateError:
         template = None
     return caps + [cap for cap, name in (("tools", "Tools"), ("insert", "Suffix"))

@@ -7,16 +7,16 @@ The GGUF converters already add Gemma's "+1" to every ``*_norm.weight``: the nor
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
 from engine.gguf import GGUFFile
 from engine.kv_cache import KVCache, Segment, segment_rows
+from engine.models._weights import load, load_fused, matmul_parts, vector
 from engine.ops import RopeTable, rms_norm, rope_neox
 from engine.ops_jit import attend
-from engine.quant import QTensor, concat_rows, load_tensor
+from engine.quant import QTensor
 
 ARCH = "gemma3"
 SWA_PATTERN = 6            # llama.cpp set_swa_pattern(6): layer il slides iff il % 6 < 5; every 6th is global
@@ -99,27 +99,24 @@ class Gemma3:
     def from_gguf(cls, gguf: GGUFFile) -> Gemma3:
         cfg = Gemma3Config.from_metadata(gguf.metadata)
 
-        def vector(name: str) -> np.ndarray:
-            return np.array(gguf.array(name), dtype=np.float32)
-
         blocks = []
         for i in range(cfg.n_layer):
             p = f"blk.{i}."
             blocks.append(Gemma3Block(
-                attn_norm=vector(p + "attn_norm.weight"),
-                attn_qkv=_fused(gguf, [p + f"attn_{x}.weight" for x in "qkv"]),
-                attn_q_norm=vector(p + "attn_q_norm.weight"),
-                attn_k_norm=vector(p + "attn_k_norm.weight"),
-                attn_output=_load(gguf, p + "attn_output.weight"),
-                post_attention_norm=vector(p + "post_attention_norm.weight"),
-                ffn_norm=vector(p + "ffn_norm.weight"),
-                ffn_gate_up=_fused(gguf, [p + "ffn_gate.weight", p + "ffn_up.weight"]),
-                ffn_down=_load(gguf, p + "ffn_down.weight"),
-                post_ffw_norm=vector(p + "post_ffw_norm.weight"),
+                attn_norm=vector(gguf, p + "attn_norm.weight"),
+                attn_qkv=load_fused(gguf, [p + f"attn_{x}.weight" for x in "qkv"]),
+                attn_q_norm=vector(gguf, p + "attn_q_norm.weight"),
+                attn_k_norm=vector(gguf, p + "attn_k_norm.weight"),
+                attn_output=load(gguf, p + "attn_output.weight"),
+                post_attention_norm=vector(gguf, p + "post_attention_norm.weight"),
+                ffn_norm=vector(gguf, p + "ffn_norm.weight"),
+                ffn_gate_up=load_fused(gguf, [p + "ffn_gate.weight", p + "ffn_up.weight"]),
+                ffn_down=load(gguf, p + "ffn_down.weight"),
+                post_ffw_norm=vector(gguf, p + "post_ffw_norm.weight"),
             ))
-        token_embd = _load(gguf, "token_embd.weight")
-        output = _load(gguf, "output.weight") if "output.weight" in gguf.tensors else token_embd  # tied head
-        return cls(cfg, token_embd, blocks, vector("output_norm.weight"), output)
+        token_embd = load(gguf, "token_embd.weight")
+        output = load(gguf, "output.weight") if "output.weight" in gguf.tensors else token_embd  # tied head
+        return cls(cfg, token_embd, blocks, vector(gguf, "output_norm.weight"), output)
 
     def new_cache(self, n_ctx: int) -> KVCache:
         return KVCache(self.cfg.n_layer, self.cfg.n_kv_head, self.cfg.head_dim, n_ctx)
@@ -161,7 +158,7 @@ class Gemma3:
             a = self.attention(i, blk, h, segments, *angles[cfg.swa_layers[i]])   # (ΣT, dim)
             x = x + rms_norm(a, blk.post_attention_norm, eps)
             h = rms_norm(x, blk.ffn_norm, eps)
-            gate_up = _matmul(blk.ffn_gate_up, h)                              # (T, 2 · ffn_dim)
+            gate_up = matmul_parts(blk.ffn_gate_up, h)                              # (T, 2 · ffn_dim)
             f = blk.ffn_down(gelu_fp16_table(gate_up[:, :cfg.ffn_dim]) * gate_up[:, cfg.ffn_dim:])  # (T, dim)
             x = x + rms_norm(f, blk.post_ffw_norm, eps)
         return x
@@ -170,7 +167,7 @@ class Gemma3:
                   cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
         cfg, eps = self.cfg, self.cfg.norm_eps
         T, d = h.shape[0], cfg.head_dim
-        qkv = _matmul(blk.attn_qkv, h)                                         # (T, (n_head + 2 n_kv) · d)
+        qkv = matmul_parts(blk.attn_qkv, h)                                         # (T, (n_head + 2 n_kv) · d)
         n_q, n_kv = cfg.n_head * d, cfg.n_kv_head * d
         q = qkv[:, :n_q].reshape(T, cfg.n_head, d)                           # (T, n_head, d)
         k = qkv[:, n_q:n_q + n_kv].reshape(T, cfg.n_kv_head, d)              # (T, n_kv, d)
@@ -197,23 +194,10 @@ class Gemma3:
             cache.k[layer, :, start:end] = rotated.transpose(1, 0, 2).astype(np.float16)   # the cache's precision
 
 
-def _load(gguf: GGUFFile, name: str) -> QTensor:
-    info = gguf.tensors[name]
-    return load_tensor(gguf.raw(name), info.ggml_type, info.shape)
 
 
-def _fused(gguf: GGUFFile, names: list[str]) -> tuple[QTensor, ...]:
-    """Load matrices that multiply the same input, fusing each run of neighbours of one quant type into one
-    matrix (one kernel call instead of several). gemma3 files mix types: attn_v is Q8_0 in some layers and
-    Q5_0 in others, so q|k|v becomes (q|k, v) there."""
-    runs = itertools.groupby(names, key=lambda name: gguf.tensors[name].ggml_type)
-    parts = [[_load(gguf, name) for name in group] for _, group in runs]
-    return tuple(p[0] if len(p) == 1 else concat_rows(p) for p in parts)
 
 
-def _matmul(parts: tuple[QTensor, ...], x: np.ndarray) -> np.ndarray:
-    """x (T, cols) times every part, outputs side by side: (T, sum of part rows)."""
-    return parts[0](x) if len(parts) == 1 else np.concatenate([p(x) for p in parts], axis=1)
 
 
 def _gelu_table() -> np.ndarray:

@@ -9,9 +9,10 @@ import numpy as np
 
 from engine.gguf import GGUFFile
 from engine.kv_cache import KVCache, Segment, segment_rows
+from engine.models._weights import load, load_fused, matmul_parts, vector
 from engine.ops import RopeTable, rope_normal, silu_mul
 from engine.ops_jit import attend, rms_norm
-from engine.quant import QTensor, concat_rows, load_tensor
+from engine.quant import QTensor
 
 ARCH = "llama"
 
@@ -54,10 +55,10 @@ class LlamaConfig:
 @dataclass(frozen=True)
 class LlamaBlock:
     attn_norm: np.ndarray      # (dim,)
-    attn_qkv: QTensor          # attn_q | attn_k | attn_v fused: ((n_head + 2 n_kv_head) · head_dim, dim)
+    attn_qkv: tuple[QTensor, ...]   # attn_q | attn_k | attn_v, runs of one quant type fused (models/_weights.py)
     attn_output: QTensor       # (dim, n_head · head_dim)
     ffn_norm: np.ndarray       # (dim,)
-    ffn_gate_up: QTensor       # ffn_gate | ffn_up fused: (2 · ffn_dim, dim)
+    ffn_gate_up: tuple[QTensor, ...]  # ffn_gate | ffn_up, fused when of one type: (2 · ffn_dim, dim) in all
     ffn_down: QTensor          # (dim, ffn_dim)
 
 
@@ -74,27 +75,20 @@ class Llama:
     def from_gguf(cls, gguf: GGUFFile) -> Llama:
         cfg = LlamaConfig.from_metadata(gguf.metadata)
 
-        def weight(name: str) -> QTensor:
-            info = gguf.tensors[name]
-            return load_tensor(gguf.raw(name), info.ggml_type, info.shape)
-
-        def vector(name: str) -> np.ndarray:
-            return np.array(gguf.array(name), dtype=np.float32)
-
         blocks = []
         for i in range(cfg.n_layer):
             p = f"blk.{i}."
             blocks.append(LlamaBlock(
-                attn_norm=vector(p + "attn_norm.weight"),
-                attn_qkv=concat_rows([weight(p + f"attn_{x}.weight") for x in "qkv"]),
-                attn_output=weight(p + "attn_output.weight"),
-                ffn_norm=vector(p + "ffn_norm.weight"),
-                ffn_gate_up=concat_rows([weight(p + "ffn_gate.weight"), weight(p + "ffn_up.weight")]),
-                ffn_down=weight(p + "ffn_down.weight"),
+                attn_norm=vector(gguf, p + "attn_norm.weight"),
+                attn_qkv=load_fused(gguf, [p + f"attn_{x}.weight" for x in "qkv"]),
+                attn_output=load(gguf, p + "attn_output.weight"),
+                ffn_norm=vector(gguf, p + "ffn_norm.weight"),
+                ffn_gate_up=load_fused(gguf, [p + "ffn_gate.weight", p + "ffn_up.weight"]),
+                ffn_down=load(gguf, p + "ffn_down.weight"),
             ))
-        token_embd = weight("token_embd.weight")
-        output = weight("output.weight") if "output.weight" in gguf.tensors else token_embd  # tied head
-        return cls(cfg, token_embd, blocks, vector("output_norm.weight"), output)
+        token_embd = load(gguf, "token_embd.weight")
+        output = load(gguf, "output.weight") if "output.weight" in gguf.tensors else token_embd  # tied head
+        return cls(cfg, token_embd, blocks, vector(gguf, "output_norm.weight"), output)
 
     def new_cache(self, n_ctx: int) -> KVCache:
         return KVCache(self.cfg.n_layer, self.cfg.n_kv_head, self.cfg.head_dim, n_ctx)
@@ -131,7 +125,7 @@ class Llama:
         for i, blk in enumerate(self.blocks):
             x = x + self.attention(i, blk, rms_norm(x, blk.attn_norm, cfg.norm_eps), segments, cos, sin)
             h = rms_norm(x, blk.ffn_norm, cfg.norm_eps)
-            gate_up = blk.ffn_gate_up(h)                                      # (ΣT, 2 · ffn_dim)
+            gate_up = matmul_parts(blk.ffn_gate_up, h)                       # (ΣT, 2 · ffn_dim)
             x = x + blk.ffn_down(silu_mul(gate_up, cfg.ffn_dim))             # silu(gate) * up
         return x
 
@@ -139,7 +133,7 @@ class Llama:
                   cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
         cfg = self.cfg
         T, d = h.shape[0], cfg.head_dim
-        qkv = blk.attn_qkv(h)                                                 # (T, (n_head + 2 n_kv) · d)
+        qkv = matmul_parts(blk.attn_qkv, h)                                   # (T, (n_head + 2 n_kv) · d)
         n_q, n_kv = cfg.n_head * d, cfg.n_kv_head * d
         q = qkv[:, :n_q].reshape(T, cfg.n_head, d)                            # (T, n_head, d), before RoPE
         k = qkv[:, n_q:n_q + n_kv].reshape(T, cfg.n_kv_head, d)               # (T, n_kv, d)

@@ -4,16 +4,16 @@ optional tied output head."""
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
 from engine.gguf import GGUFError, GGUFFile
 from engine.kv_cache import KVCache, Segment, segment_rows
+from engine.models._weights import load, load_fused, matmul_parts, vector
 from engine.ops import RopeTable, rms_norm, rope_neox, silu
 from engine.ops_jit import attend
-from engine.quant import QTensor, concat_rows, load_tensor
+from engine.quant import QTensor
 
 ARCH = "qwen2"
 ROPE_SCALINGS = ("none", "linear")   # llama.cpp's default is "linear"; YaRN (long-context variants) is not done
@@ -81,24 +81,21 @@ class Qwen2:
     def from_gguf(cls, gguf: GGUFFile) -> Qwen2:
         cfg = Qwen2Config.from_metadata(gguf.metadata)
 
-        def vector(name: str) -> np.ndarray:
-            return np.array(gguf.array(name), dtype=np.float32)
-
         blocks = []
         for i in range(cfg.n_layer):
             p = f"blk.{i}."
             blocks.append(Qwen2Block(
-                attn_norm=vector(p + "attn_norm.weight"),
-                attn_qkv=_fused(gguf, [p + f"attn_{x}.weight" for x in "qkv"]),
-                attn_qkv_bias=np.concatenate([vector(p + f"attn_{x}.bias") for x in "qkv"]),
-                attn_output=_load(gguf, p + "attn_output.weight"),
-                ffn_norm=vector(p + "ffn_norm.weight"),
-                ffn_gate_up=_fused(gguf, [p + "ffn_gate.weight", p + "ffn_up.weight"]),
-                ffn_down=_load(gguf, p + "ffn_down.weight"),
+                attn_norm=vector(gguf, p + "attn_norm.weight"),
+                attn_qkv=load_fused(gguf, [p + f"attn_{x}.weight" for x in "qkv"]),
+                attn_qkv_bias=np.concatenate([vector(gguf, p + f"attn_{x}.bias") for x in "qkv"]),
+                attn_output=load(gguf, p + "attn_output.weight"),
+                ffn_norm=vector(gguf, p + "ffn_norm.weight"),
+                ffn_gate_up=load_fused(gguf, [p + "ffn_gate.weight", p + "ffn_up.weight"]),
+                ffn_down=load(gguf, p + "ffn_down.weight"),
             ))
-        token_embd = _load(gguf, "token_embd.weight")
-        output = _load(gguf, "output.weight") if "output.weight" in gguf.tensors else token_embd  # tied head
-        return cls(cfg, token_embd, blocks, vector("output_norm.weight"), output)
+        token_embd = load(gguf, "token_embd.weight")
+        output = load(gguf, "output.weight") if "output.weight" in gguf.tensors else token_embd  # tied head
+        return cls(cfg, token_embd, blocks, vector(gguf, "output_norm.weight"), output)
 
     def new_cache(self, n_ctx: int) -> KVCache:
         return KVCache(self.cfg.n_layer, self.cfg.n_kv_head, self.cfg.head_dim, n_ctx)
@@ -135,7 +132,7 @@ class Qwen2:
         for i, blk in enumerate(self.blocks):
             x = x + self.attention(i, blk, rms_norm(x, blk.attn_norm, cfg.norm_eps), segments, cos, sin)
             h = rms_norm(x, blk.ffn_norm, cfg.norm_eps)
-            gate_up = _matmul(blk.ffn_gate_up, h)                             # (ΣT, 2 · ffn_dim)
+            gate_up = matmul_parts(blk.ffn_gate_up, h)                             # (ΣT, 2 · ffn_dim)
             x = x + blk.ffn_down(silu(gate_up[:, :cfg.ffn_dim]) * gate_up[:, cfg.ffn_dim:])
         return x
 
@@ -143,7 +140,7 @@ class Qwen2:
                   cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
         cfg = self.cfg
         T, d = h.shape[0], cfg.head_dim
-        qkv = _matmul(blk.attn_qkv, h) + blk.attn_qkv_bias                   # (T, (n_head + 2 n_kv) · d)
+        qkv = matmul_parts(blk.attn_qkv, h) + blk.attn_qkv_bias                   # (T, (n_head + 2 n_kv) · d)
         n_q, n_kv = cfg.n_head * d, cfg.n_kv_head * d
         q = qkv[:, :n_q].reshape(T, cfg.n_head, d)                            # (T, n_head, d), before RoPE
         k = qkv[:, n_q:n_q + n_kv].reshape(T, cfg.n_kv_head, d)               # (T, n_kv, d)
@@ -163,22 +160,3 @@ class Qwen2:
             shape = (len(k), cos.shape[1])
             rotated = rope_neox(k, np.broadcast_to(cos, shape), np.broadcast_to(sin, shape))
             cache.k[layer, :, start:end] = rotated.transpose(1, 0, 2).astype(np.float16)   # the cache's precision
-
-
-def _load(gguf: GGUFFile, name: str) -> QTensor:
-    info = gguf.tensors[name]
-    return load_tensor(gguf.raw(name), info.ggml_type, info.shape)
-
-
-def _fused(gguf: GGUFFile, names: list[str]) -> tuple[QTensor, ...]:
-    """Load matrices that multiply the same input, fusing each run of neighbours of one quant type into one
-    matrix. Qwen2 files mix types: Qwen2.5-0.5B's 896 columns fit no K-quant block, so llama.cpp's Q4_K_M falls
-    back to other types for some of q, k, v (and attn_v is kept at higher precision in some layers)."""
-    runs = itertools.groupby(names, key=lambda name: gguf.tensors[name].ggml_type)
-    parts = [[_load(gguf, name) for name in group] for _, group in runs]
-    return tuple(p[0] if len(p) == 1 else concat_rows(p) for p in parts)
-
-
-def _matmul(parts: tuple[QTensor, ...], x: np.ndarray) -> np.ndarray:
-    """x (T, cols) times every part, outputs side by side: (T, sum of part rows)."""
-    return parts[0](x) if len(parts) == 1 else np.concatenate([p(x) for p in parts], axis=1)

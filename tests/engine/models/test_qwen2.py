@@ -220,9 +220,9 @@ def test_qwen2_chat_template_is_imported_as_chatml(files, tmp_path):
     assert json.loads(store.read_blob(manifest.layer(MEDIA_PARAMS).digest)) == chatml.params
 
 
-def test_a_tool_calling_template_far_from_every_known_one_imports_without_a_template(tmp_path):
+def test_a_tool_calling_template_far_from_every_known_one_imports_with_its_jinja(tmp_path):
     """Qwen2.5's template (ChatML plus a long tools section) is more than 100 edits from every template Ollama
-    knows: the import keeps the model and stores no template, as Ollama does."""
+    knows: the import keeps the model and its own Jinja template (rendered sandboxed; Ollama stores none)."""
     from api.gguf_import import import_gguf
     from registry.manifest import MEDIA_MODEL, MEDIA_TEMPLATE
     from registry.names import ModelName
@@ -237,6 +237,8 @@ def test_a_tool_calling_template_far_from_every_known_one_imports_without_a_temp
     store, name = Store(tmp_path / "store"), ModelName.parse("qwen2-tools")
     import_gguf(store, name, path)
     manifest, _ = store.read_manifest(name)
-    assert manifest.layer(MEDIA_MODEL) is not None and manifest.layer(MEDIA_TEMPLATE) is None
+    assert manifest.layer(MEDIA_MODEL) is not None
+    stored = store.read_blob(manifest.layer(MEDIA_TEMPLATE).digest).decode()
+    assert stored == tools + tiny.QWEN2_CHAT_TEMPLATE
     with GGUFFile(path) as f:
         assert Qwen2.from_gguf(f).cfg.n_layer == 1

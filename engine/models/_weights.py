@@ -1,0 +1,35 @@
+"""Loading a model's weight matrices from a GGUF file, shared by the architecture files."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from engine.gguf import GGUFFile
+from engine.quant import QTensor, concat_rows, load_tensor
+
+
+def load(gguf: GGUFFile, name: str) -> QTensor:
+    """One weight matrix, repacked for the kernels (copied: the file can be closed afterwards)."""
+    info = gguf.tensors[name]
+    return load_tensor(gguf.raw(name), info.ggml_type, info.shape)
+
+
+def vector(gguf: GGUFFile, name: str) -> np.ndarray:
+    """A norm weight or bias as float32 (copied)."""
+    return np.array(gguf.array(name), dtype=np.float32)
+
+
+def load_fused(gguf: GGUFFile, names: list[str]) -> tuple[QTensor, ...]:
+    """Matrices that multiply the same input (q|k|v, gate|up), each run of neighbours of one quant type fused into
+    one matrix so that one kernel call serves it. Quantized files mix types (a Q4_K_M file keeps attn_v in Q6_K in
+    some layers), so q|k|v can come back as (q|k, v)."""
+    runs = itertools.groupby(names, key=lambda name: gguf.tensors[name].ggml_type)
+    parts = [[load(gguf, name) for name in group] for _, group in runs]
+    return tuple(p[0] if len(p) == 1 else concat_rows(p) for p in parts)
+
+
+def matmul_parts(parts: tuple[QTensor, ...], x: np.ndarray) -> np.ndarray:
+    """x (T, cols) times every part, outputs side by side: (T, sum of part rows)."""
+    return parts[0](x) if len(parts) == 1 else np.concatenate([p(x) for p in parts], axis=1)
