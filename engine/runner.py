@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import numpy as np
 from engine.generate import Limits, Sequence, Step
 from engine.kv_cache import KVCache
 from engine.sampling import SamplingOptions
+from engine.threads import ThreadTuner
 from engine.tokenizer import Tokenizer
 
 _DONE = object()
@@ -62,6 +64,8 @@ class Runner:
         self._active: list[_Generation] = []
         self._waiting: deque[_Generation] = deque()
         self.steps_run = 0                         # forward passes so far (observable in tests and /api/ps)
+        self._set_threads = on_thread_start
+        self.tuner = ThreadTuner() if threads == 0 and on_thread_start is not None else None   # 0 = measure
         self._thread = threading.Thread(target=self._loop, args=(on_thread_start, threads), daemon=True,
                                         name="pollama-engine")
         self._thread.start()
@@ -178,8 +182,14 @@ class Runner:
                     continue
                 prefilling = True
             batch.append((gen, gen.seq.next_segment(gen.limits.num_batch)))
+        threads = self.tuner.pick() if self.tuner else 0
+        if threads:
+            self._set_threads(threads)
         try:
+            started = time.perf_counter()
             logits = self.model.forward_batch([segment for _, segment in batch])    # (len(batch), vocab)
+            if threads and not prefilling:
+                self.tuner.record(threads, len(batch), time.perf_counter() - started)
             self.steps_run += 1
             for (gen, segment), row in zip(batch, np.asarray(logits), strict=True):
                 for step in gen.seq.advance(segment, row):

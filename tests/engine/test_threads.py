@@ -1,0 +1,29 @@
+"""ThreadTuner: follows whichever thread count measures faster, and notices when that changes."""
+
+from __future__ import annotations
+
+from engine.threads import EXPLORE_EVERY, ThreadTuner
+
+
+def drive(tuner: ThreadTuner, cost: dict[int, float], steps: int) -> list[int]:
+    picks = []
+    for _ in range(steps):
+        n = tuner.pick()
+        picks.append(n)
+        tuner.record(n, 1, cost[n])
+    return picks
+
+
+def test_settles_on_the_faster_count_and_mostly_stays_there():
+    tuner = ThreadTuner([1, 2])
+    picks = drive(tuner, {1: 0.013, 2: 0.010}, 4 * EXPLORE_EVERY)
+    assert tuner.best == 2
+    assert picks[-EXPLORE_EVERY // 2:].count(2) == EXPLORE_EVERY // 2      # no trials between explorations
+    assert picks.count(1) < len(picks) * 0.2
+
+
+def test_moves_to_one_thread_when_the_machine_gets_busy():
+    tuner = ThreadTuner([1, 2])
+    drive(tuner, {1: 0.013, 2: 0.010}, 2 * EXPLORE_EVERY)
+    drive(tuner, {1: 0.013, 2: 0.040}, 3 * EXPLORE_EVERY)          # another process now competes for a core
+    assert tuner.best == 1
