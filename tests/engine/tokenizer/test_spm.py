@@ -3,8 +3,6 @@ per-word cutting), user-defined tokens, byte fallback, add_space_prefix, BOS han
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from engine.tokenizer import Tokenizer
@@ -108,17 +106,12 @@ def test_missing_keys_use_llama_cpp_defaults(gemma3_md):
     assert tok.encode("Hi")[0] != Tokenizer.from_metadata(gemma3_md).encode("Hi")[0]  # "▁Hi", not "Hi"
 
 
-def test_build_and_encode_speed(gemma3_md):
+def test_long_document_encodes_the_same_cold_and_warm(gemma3_md):
+    """A 9000-character document through a fresh tokenizer, then again through its per-word cache (speed is measured
+    in benchmarks, not here: ~0.16 s build, ~22 ms cold, ~2 ms warm on an idle core)."""
     text = (ORACLES.parent / "reference" / "design.md").read_text()[:9000]
-    start = time.perf_counter()
     tok = Tokenizer.from_metadata(gemma3_md)
-    build_s = time.perf_counter() - start
-    start = time.perf_counter()
     ids = tok.encode(text, add_special=True, parse_special=True)
-    cold_s = time.perf_counter() - start
-    start = time.perf_counter()
-    tok.encode(text, add_special=True, parse_special=True)
-    warm_s = time.perf_counter() - start
     assert len(ids) > 2000
-    # Measured ~0.16 s / ~22 ms / ~2 ms on an idle core; generous bounds for a busy shared machine.
-    assert build_s < 1.0 and cold_s < 0.25 and warm_s < 0.05, (build_s, cold_s, warm_s)
+    assert tok.encode(text, add_special=True, parse_special=True) == ids
+    assert tok.decode(ids) == text
