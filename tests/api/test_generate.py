@@ -134,3 +134,13 @@ def _tokenize(server, text):
 
 def _decode(server, tokens):
     return requests.post(server + "/api/detokenize", json={"model": "smollm2:135m", "tokens": tokens}).json()["content"]
+
+
+def test_prompt_longer_than_num_ctx_is_truncated_and_says_so(server):
+    body = {"model": "smollm2:135m", "prompt": "one two three four five six seven eight nine ten " * 8,
+            "raw": True, "stream": False, "options": {"num_ctx": 32, "num_keep": 4, "num_predict": 2}}
+    r = requests.post(server + "/api/generate", json=body)
+    out = r.json()
+    dropped = int(r.headers["X-Pollama-Prompt-Truncated"])
+    assert dropped > 0 and out["prompt_truncated"] == dropped
+    assert out["prompt_eval_count"] == 31                     # num_ctx - 1: room for the first generated token
