@@ -14,8 +14,8 @@ import numpy as np
 from engine.gguf import GGUFFile
 from engine.kv_cache import KVCache, Segment, segment_rows
 from engine.models._weights import load, load_fused, matmul_parts, vector
-from engine.ops import RopeTable, rms_norm, rope_neox
-from engine.ops_jit import attend
+from engine.ops import RopeTable, rope_neox
+from engine.ops_jit import attend, rms_norm
 from engine.quant import QTensor
 
 ARCH = "gemma3"
