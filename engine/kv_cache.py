@@ -11,18 +11,26 @@ _GROW_STEP = 256   # positions allocated at a time, so a large num_ctx costs mem
 
 
 class KVCache:
-    """K and V of every layer: (n_layer, n_kv_head, capacity, head_dim), K stored after RoPE.
+    """K and V of every layer, K stored after RoPE.
 
     Values are rounded to float16 on write, as llama.cpp's default f16 cache holds them, but kept in float32 arrays:
-    NumPy converts f16 slowly, and attention reads the whole cache every token.
+    NumPy converts f16 slowly, and attention reads the whole cache every token. K is stored transposed,
+    ``kt`` (n_layer, n_kv_head, head_dim, capacity), so that a query's scores against consecutive positions are
+    contiguous (vector lanes) in the attention kernel; ``k`` is the same data seen as (n_layer, n_kv_head, capacity,
+    head_dim). V is (n_layer, n_kv_head, capacity, v_dim).
     """
 
     def __init__(self, n_layer: int, n_kv_head: int, head_dim: int, n_ctx: int, v_dim: int | None = None) -> None:
         self.n_ctx = n_ctx
         self.shape = (n_layer, n_kv_head, head_dim, v_dim or head_dim)
-        self.k = np.zeros((n_layer, n_kv_head, 0, head_dim), np.float32)
+        self.kt = np.zeros((n_layer, n_kv_head, head_dim, 0), np.float32)
         self.v = np.zeros((n_layer, n_kv_head, 0, v_dim or head_dim), np.float32)
         self.tokens: list[int] = []                                   # token ids whose K/V are held, in order
+
+    @property
+    def k(self) -> np.ndarray:
+        """K as (n_layer, n_kv_head, capacity, head_dim): a view of ``kt``, writable."""
+        return self.kt.transpose(0, 1, 3, 2)
 
     @property
     def length(self) -> int:
@@ -32,12 +40,12 @@ class KVCache:
         """Make room for positions [0, n_positions); never beyond n_ctx."""
         if n_positions > self.n_ctx:
             raise ValueError(f"context of {self.n_ctx} tokens exceeded ({n_positions})")
-        capacity = self.k.shape[2]
+        capacity = self.v.shape[2]
         if n_positions <= capacity:
             return
         new_capacity = min(self.n_ctx, max(n_positions, capacity * 2, _GROW_STEP))
-        self.k = _grow(self.k, new_capacity)
-        self.v = _grow(self.v, new_capacity)
+        self.kt = _grow(self.kt, new_capacity, axis=3)
+        self.v = _grow(self.v, new_capacity, axis=2)
 
     def write(self, layer: int, start_pos: int, k: np.ndarray, v: np.ndarray) -> None:
         """Store k/v (T, n_kv_head, d) at positions [start_pos, start_pos + T)."""
@@ -72,7 +80,7 @@ class KVCache:
         end = self.length
         src = slice(n_keep + n_discard, end)
         dst = slice(n_keep, end - n_discard)
-        self.k[:, :, dst] = self.k[:, :, src].copy()
+        self.kt[..., dst] = self.kt[..., src].copy()
         self.v[:, :, dst] = self.v[:, :, src].copy()
         del self.tokens[n_keep:n_keep + n_discard]
 
@@ -94,7 +102,9 @@ def segment_rows(segments: list[Segment]) -> Iterator[tuple[slice, Segment]]:
         start += len(s.tokens)
 
 
-def _grow(a: np.ndarray, capacity: int) -> np.ndarray:
-    out = np.zeros(a.shape[:2] + (capacity,) + a.shape[3:], a.dtype)
-    out[:, :, : a.shape[2]] = a
+def _grow(a: np.ndarray, capacity: int, axis: int) -> np.ndarray:
+    shape = list(a.shape)
+    shape[axis] = capacity
+    out = np.zeros(shape, a.dtype)
+    out[tuple(slice(0, n) for n in a.shape)] = a
     return out

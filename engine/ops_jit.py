@@ -54,10 +54,11 @@ def _rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool) -> None
 
 
 @njit(cache=True, nogil=True)
-def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray,
+def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, kt_cache: np.ndarray, v_cache: np.ndarray,
            start_pos: int, cos: np.ndarray, sin: np.ndarray, scale: float, window: int, neox: bool) -> np.ndarray:
     """T new tokens of one sequence: rotate q (T, n_head, d) and k (T, n_kv, d), store k/v at positions
-    [start_pos, start_pos + T) of the layer's cache (n_kv, capacity, d) with f16 precision, and let each query
+    [start_pos, start_pos + T) of the layer's cache (K transposed: kt_cache (n_kv, d, capacity); v_cache
+    (n_kv, capacity, d)) with f16 precision, and let each query
     attend causally (and within ``window`` if > 0) over the cache. Returns (T, n_head · d).
 
     Each position is computed by the same loops whatever T is, so a prompt read in one chunk, in several, or
@@ -73,32 +74,32 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, k_cache: np.ndarray, v_c
     round_f16(k)                                                # its cache holds f16
     round_f16(v)
     for t in range(T):
-        k_cache[:, start_pos + t, :] = k[t]
+        kt_cache[:, :, start_pos + t] = k[t]
         v_cache[:, start_pos + t, :] = v[t]
     out = np.zeros((T, n_head * d), np.float32)
     for t in range(T):
         pos = start_pos + t
         first = max(0, pos - window + 1) if window > 0 else 0
-        _attend_one(q[t], k_cache, v_cache, first, pos + 1, scale, out[t])
+        _attend_one(q[t], kt_cache, v_cache, first, pos + 1, scale, out[t])
     return out
 
 
 @njit(cache=True, nogil=True)
-def _attend_one(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, first: int, end: int, scale: float,
+def _attend_one(q: np.ndarray, kt_cache: np.ndarray, v_cache: np.ndarray, first: int, end: int, scale: float,
                 out: np.ndarray) -> None:
     """softmax(q·K[first:end] · scale) · V[first:end] for every head of one query; out (n_head · d,)."""
     n_head, d = q.shape
-    group = n_head // k_cache.shape[0]
+    group = n_head // kt_cache.shape[0]
     n = end - first
     scores = np.empty(n, np.float32)
     for h in range(n_head):
         kv = h // group
-        keys = k_cache[kv, first:end]                               # (n, d)
+        keys_t = kt_cache[kv, :, first:end]                        # (d, n): positions contiguous
         scores[:] = 0.0
         for i in range(d):                  # positions in the vector lanes: each dot still sums in order of i
             qi = q[h, i]
             for s in range(n):
-                scores[s] += qi * keys[s, i]
+                scores[s] += qi * keys_t[i, s]
         best = -np.inf
         for s in range(n):
             scores[s] *= np.float32(scale)

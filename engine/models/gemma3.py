@@ -177,7 +177,7 @@ class Gemma3:
         window = cfg.sliding_window if cfg.swa_layers[layer] else 0
         out = np.empty((T, n_q), np.float32)                                 # (T, n_head · d)
         for rows, s in segment_rows(segments):   # RoPE (NeoX), cache write and windowed attention, per sequence
-            out[rows] = attend(q[rows], k[rows], v[rows], s.cache.k[layer], s.cache.v[layer], s.start_pos,
+            out[rows] = attend(q[rows], k[rows], v[rows], s.cache.kt[layer], s.cache.v[layer], s.start_pos,
                                cos[rows], sin[rows], cfg.attn_scale, window, True)
         return blk.attn_output(out)                                          # (T, dim)
 

@@ -140,7 +140,7 @@ class Llama:
         v = qkv[:, n_q + n_kv:].reshape(T, cfg.n_kv_head, d)                  # (T, n_kv, d)
         out = np.empty((T, n_q), np.float32)                                  # (T, n_head · d)
         for rows, s in segment_rows(segments):   # RoPE (adjacent pairs), cache write and attention, per sequence
-            out[rows] = attend(q[rows], k[rows], v[rows], s.cache.k[layer], s.cache.v[layer], s.start_pos,
+            out[rows] = attend(q[rows], k[rows], v[rows], s.cache.kt[layer], s.cache.v[layer], s.start_pos,
                                cos[rows], sin[rows], 1.0 / np.sqrt(d), 0, False)
         return blk.attn_output(out)                                           # (T, dim)
 

@@ -39,7 +39,7 @@ def test_attend_one_token_equals_rope_write_attend(rng, neox, window, n_past):
     numpy_cache.write(0, n_past, rope(k[None], cos, sin), v[None])
     want = ops.attention(rope(q[None], cos, sin), numpy_cache.keys(0, n_past + 1), numpy_cache.values(0, n_past + 1),
                          n_past, 0.25, window)[0]
-    got = ops_jit.attend(q[None], k[None], v[None], jit_cache.k[0], jit_cache.v[0], n_past, cos, sin, 0.25, window,
+    got = ops_jit.attend(q[None], k[None], v[None], jit_cache.kt[0], jit_cache.v[0], n_past, cos, sin, 0.25, window,
                          neox)[0]
     np.testing.assert_array_equal(jit_cache.k[0, :, n_past], numpy_cache.k[0, :, n_past])   # same f16 rounding
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -69,7 +69,7 @@ def test_attend_is_bit_identical_however_the_prompt_is_chunked(rng, neox, window
     def run(bounds):
         cache = KVCache(1, n_kv, d, 64)
         cache.reserve(T)
-        outs = [ops_jit.attend(q[a:b], k[a:b], v[a:b], cache.k[0], cache.v[0], a, cos[a:b], sin[a:b], 0.25, window,
+        outs = [ops_jit.attend(q[a:b], k[a:b], v[a:b], cache.kt[0], cache.v[0], a, cos[a:b], sin[a:b], 0.25, window,
                                neox) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         return np.concatenate(outs), cache.k[0, :, :T].copy()
 
