@@ -4,6 +4,7 @@ the compiled kernels (vector instructions, one signature each)."""
 from __future__ import annotations
 
 import re
+import sys
 
 import gguf
 import numba
@@ -144,7 +145,8 @@ def test_one_compiled_signature_per_kernel(qcheck, rng):
             _, w = weight(qcheck, rng, ty, rows, cols)
             w(rng.standard_normal(shape))
     for ty in BLOCK_TYPES:
-        assert len(FORMATS[ty]._matmul.signatures) == 1, ty.name
+        kernel_module = sys.modules[FORMATS[ty].matmul.__module__]     # Q5_0 runs Q8_0's kernel on widened blocks
+        assert len(kernel_module._matmul.signatures) == 1, ty.name
     assert len(FORMATS[Q.F32]._matvec.signatures) == 1                    # F16 widens to F32: same kernel
 
 
