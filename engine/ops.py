@@ -20,10 +20,6 @@ def silu_mul(gate_up: np.ndarray, ffn_dim: int) -> np.ndarray:
     return silu(gate_up[:, :ffn_dim]) * gate_up[:, ffn_dim:]
 
 
-def gelu_tanh(x: np.ndarray) -> np.ndarray:
-    """ggml's GELU: the tanh approximation."""
-    inner = np.float32(0.7978845608) * (x + np.float32(0.044715) * x**3)
-    return np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner))
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
