@@ -7,7 +7,7 @@ here computes what its twin in engine.ops computes (tests/engine/test_ops_jit.py
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from engine.quant.activations import fp16_round
 
@@ -53,7 +53,9 @@ def _rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool) -> None
             x[h, b] = x0 * sin[i] + x1 * cos[i]
 
 
-@njit(cache=True, nogil=True)
+PARALLEL_ROWS = 16    # a prompt chunk at least this long spreads its query rows over the kernel threads
+
+
 def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, kt_cache: np.ndarray, v_cache: np.ndarray,
            start_pos: int, cos: np.ndarray, sin: np.ndarray, scale: float, window: int, neox: bool) -> np.ndarray:
     """T new tokens of one sequence: rotate q (T, n_head, d) and k (T, n_kv, d), store k/v at positions
@@ -65,7 +67,18 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, kt_cache: np.ndarray, v_
     token by token gives bit-identical caches and logits: seeded sampling repeats even when a prefix comes from
     an earlier request's cache. The twin is ops.rope_* + KVCache.write + ops.attention.
     """
-    T, n_head, d = q.shape
+    q = _store(q, k, v, kt_cache, v_cache, start_pos, cos, sin, neox)
+    out = np.zeros((q.shape[0], q.shape[1] * q.shape[2]), np.float32)
+    rows = _attend_rows_parallel if q.shape[0] >= PARALLEL_ROWS else _attend_rows
+    rows(q, kt_cache, v_cache, start_pos, scale, window, out)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _store(q: np.ndarray, k: np.ndarray, v: np.ndarray, kt_cache: np.ndarray, v_cache: np.ndarray, start_pos: int,
+           cos: np.ndarray, sin: np.ndarray, neox: bool) -> np.ndarray:
+    """Rotate q and k, round q/k/v to f16, write k/v into the cache; returns the rotated, rounded q."""
+    T = q.shape[0]
     q, k, v = q.copy(), k.copy(), v.copy()
     for t in range(T):
         _rotate(q[t], cos[t], sin[t], neox)
@@ -76,12 +89,24 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, kt_cache: np.ndarray, v_
     for t in range(T):
         kt_cache[:, :, start_pos + t] = k[t]
         v_cache[:, start_pos + t, :] = v[t]
-    out = np.zeros((T, n_head * d), np.float32)
-    for t in range(T):
+    return q
+
+
+@njit(cache=True, nogil=True)
+def _attend_rows(q, kt_cache, v_cache, start_pos, scale, window, out):
+    for t in range(q.shape[0]):
         pos = start_pos + t
         first = max(0, pos - window + 1) if window > 0 else 0
         _attend_one(q[t], kt_cache, v_cache, first, pos + 1, scale, out[t])
-    return out
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _attend_rows_parallel(q, kt_cache, v_cache, start_pos, scale, window, out):
+    """_attend_rows with the rows shared among threads: each row's arithmetic is the same, so are its bits."""
+    for t in prange(q.shape[0]):
+        pos = start_pos + t
+        first = max(0, pos - window + 1) if window > 0 else 0
+        _attend_one(q[t], kt_cache, v_cache, first, pos + 1, scale, out[t])
 
 
 @njit(cache=True, nogil=True)

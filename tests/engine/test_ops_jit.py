@@ -59,7 +59,7 @@ def test_round_f16_equals_numpy_cast(rng):
 @pytest.mark.parametrize("neox, window", [(False, 0), (True, 5)])
 def test_attend_is_bit_identical_however_the_prompt_is_chunked(rng, neox, window):
     """Whole prompt, two chunks, or token by token: the same cache bits and outputs (seeded sampling repeats)."""
-    T, n_head, n_kv, d = 12, 4, 2, 16
+    T, n_head, n_kv, d = 40, 4, 2, 16          # > PARALLEL_ROWS: the whole-prompt call takes the threaded path
     table = ops.RopeTable(d, 10000.0)
     q = rng.standard_normal((T, n_head, d)).astype(np.float32)
     k = rng.standard_normal((T, n_kv, d)).astype(np.float32)
@@ -74,7 +74,7 @@ def test_attend_is_bit_identical_however_the_prompt_is_chunked(rng, neox, window
         return np.concatenate(outs), cache.k[0, :, :T].copy()
 
     whole, whole_k = run([0, T])
-    for bounds in ([0, 7, T], list(range(T + 1))):
+    for bounds in ([0, 7, T], [0, 20, T], list(range(T + 1))):
         out, keys = run(bounds)
         np.testing.assert_array_equal(out, whole)
         np.testing.assert_array_equal(keys, whole_k)
