@@ -358,6 +358,18 @@ class GGUFFile:
         data = np.frombuffer(self._buffer(), dtype=dtype, count=t.nbytes // dtype.itemsize, offset=t.offset)
         return data.reshape(t.shape)
 
+    def release(self, name: str) -> None:
+        """Drop the tensor's pages from this process's resident memory once its data has been copied out.
+
+        The mapping stays valid (a later read faults the pages back in from the file), but loading a model no longer
+        holds the whole file resident next to the repacked copy.
+        """
+        t = self.tensors[name]
+        start = -(-t.offset // mmap.PAGESIZE) * mmap.PAGESIZE                 # whole pages inside the tensor only
+        end = (t.offset + t.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+        if end > start:
+            self._buffer().madvise(mmap.MADV_DONTNEED, start, end - start)
+
     def _buffer(self) -> mmap.mmap:
         if self._mm is None:
             raise GGUFError(f"{self.path.name} is closed")

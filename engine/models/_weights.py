@@ -13,12 +13,16 @@ from engine.quant import QTensor, concat_rows, load_tensor
 def load(gguf: GGUFFile, name: str) -> QTensor:
     """One weight matrix, repacked for the kernels (copied: the file can be closed afterwards)."""
     info = gguf.tensors[name]
-    return load_tensor(gguf.raw(name), info.ggml_type, info.shape)
+    tensor = load_tensor(gguf.raw(name), info.ggml_type, info.shape)
+    gguf.release(name)
+    return tensor
 
 
 def vector(gguf: GGUFFile, name: str) -> np.ndarray:
     """A norm weight or bias as float32 (copied)."""
-    return np.array(gguf.array(name), dtype=np.float32)
+    values = np.array(gguf.array(name), dtype=np.float32)
+    gguf.release(name)
+    return values
 
 
 def load_fused(gguf: GGUFFile, names: list[str]) -> tuple[QTensor, ...]:

@@ -432,3 +432,11 @@ def test_gemma3_metadata_is_fast_and_complete(gemma3_path):
         assert f.raw("token_embd.weight").shape == (262144, 680)
         assert f.raw("blk.0.attn_output.weight").shape == (640, 576)  # Q4_K: 1024 / 256 * 144
     assert elapsed < 2.0  # GGUFReader needs ~10 s; we measured ~0.1 s
+
+
+def test_release_keeps_the_data_readable(smollm2_path):
+    """release() only drops resident pages: reading the tensor again gives the same bytes."""
+    with GGUFFile(smollm2_path) as f:
+        before = f.raw("token_embd.weight").copy()
+        f.release("token_embd.weight")
+        np.testing.assert_array_equal(f.raw("token_embd.weight"), before)
