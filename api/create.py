@@ -35,8 +35,9 @@ from registry import chat_templates
 from registry import manifest as mf
 from registry import modelfile as mfile
 from registry.errors import BlobNotFound, InsufficientStorage, InvalidDigest, InvalidName, ModelNotFound, StoreError
+from registry.fsutil import TMP_PREFIX
 from registry.names import ModelName
-from registry.store import TMP_PREFIX, Store
+from registry.store import Store
 
 SERVER_PATH_REFUSED = ("reading files on the server is not supported: upload them with POST /api/blobs/<digest> "
                        "and refer to them by digest")

@@ -24,8 +24,6 @@ One re-entrant lock per models directory serialises the steps that must not inte
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import logging
 import os
@@ -44,11 +42,24 @@ from registry.errors import (
     BlobNotFound,
     BlobTooLarge,
     DigestMismatch,
-    InsufficientStorage,
     InvalidManifest,
     InvalidName,
     ModelNotFound,
     StoreError,
+)
+from registry.fsutil import (
+    TMP_PREFIX,
+    atomic_write,
+    copy_hashing,
+    disk_full_as_error,
+    fsync_dir,
+    lmtime,
+    makedirs,
+    mtime,
+    prune_empty_dirs,
+    read_regular,
+    scandir,
+    unlink_quiet,
 )
 from registry.manifest import (
     MAX_MANIFEST_BYTES,
@@ -69,7 +80,6 @@ from registry.names import DEFAULT_HOST, ModelName
 
 log = logging.getLogger(__name__)
 
-TMP_PREFIX = ".tmp-"            # never a valid tag or blob name, so no reader mistakes a temp file for data
 STALE_SECONDS = 3600            # prune leaves temp files and unreferenced blobs younger than this alone
 MAX_SMALL_BLOB = 32 << 20       # read_blob cap: templates, params, licenses, config
 _CHUNK = 1 << 20
@@ -129,18 +139,18 @@ class Store:
         """
         if expected_digest is not None:
             check_digest(expected_digest)
-        _makedirs(self.blobs_dir)
+        makedirs(self.blobs_dir)
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=self.blobs_dir)
         renamed = False
         try:
-            with _disk_full_as_error(), os.fdopen(fd, "wb") as f:
-                digest, size = _copy_hashing(chunks, f, max_bytes)
+            with disk_full_as_error(), os.fdopen(fd, "wb") as f:
+                digest, size = copy_hashing(chunks, f, max_bytes)
             if expected_digest is not None and digest != expected_digest:
                 raise DigestMismatch(expected_digest, digest)
             renamed = self._commit_blob(tmp, digest, size)
         finally:
             if not renamed:
-                _unlink_quiet(tmp)
+                unlink_quiet(tmp)
         return digest, size
 
     def write_blob_bytes(self, data: bytes) -> str:
@@ -156,7 +166,7 @@ class Store:
 
     def read_blob(self, digest: str, max_bytes: int = MAX_SMALL_BLOB) -> bytes:
         """Whole content of a small blob (template, params, license, config)."""
-        data = _read_regular(self.blob_path(digest), max_bytes, follow=True)
+        data = read_regular(self.blob_path(digest), max_bytes, follow=True)
         if data is None:
             raise BlobNotFound(digest)
         if len(data) > max_bytes:
@@ -176,7 +186,7 @@ class Store:
                 return False
             os.chmod(tmp, 0o644)
             os.replace(tmp, final)      # also repairs a same-named blob of the wrong size
-            _fsync_dir(self.blobs_dir)
+            fsync_dir(self.blobs_dir)
             return True
 
     # ---- manifests ---------------------------------------------------------------------------------
@@ -212,7 +222,7 @@ class Store:
             entry = self._locate(name)
             target = entry.name if entry else name
             old = self._digests_of_files([entry.path] if entry else [])
-            _atomic_write(self.manifest_path(target), data)
+            atomic_write(self.manifest_path(target), data)
             shadowing = [p for p in [self._find(self.v2_dir, _v2_parts(target))] if p is not None]
             stale = self._digests_of_files(shadowing)   # v2 link would hide the new file from Ollama
             self._unlink_manifests(shadowing)
@@ -267,10 +277,10 @@ class Store:
             if referenced is None:
                 log.warning("not pruning blobs: a manifest could not be read")
                 return removed
-            for entry in _scandir(self.blobs_dir):
+            for entry in scandir(self.blobs_dir):
                 m = _BLOB_NAME_RE.fullmatch(entry.name)
-                if m and f"sha256:{m[1]}" not in referenced and _mtime(entry) < cutoff:
-                    _unlink_quiet(entry.path)
+                if m and f"sha256:{m[1]}" not in referenced and mtime(entry) < cutoff:
+                    unlink_quiet(entry.path)
                     removed.append(entry.name)
             return removed
 
@@ -334,7 +344,7 @@ class Store:
         """Walk down ``base`` matching each part case-insensitively (exact spelling preferred)."""
         path = base
         for part in parts:
-            names = sorted(e.name for e in _scandir(path))
+            names = sorted(e.name for e in scandir(path))
             if part not in names:
                 part = next((n for n in names if n.isascii() and n.lower() == part.lower()), "")
             if not part:
@@ -358,7 +368,7 @@ class Store:
     def _read_manifest_file(self, path: Path) -> tuple[bytes, str | None]:
         """Manifest bytes, plus the blob digest when the file is a (verified) link into ``blobs/``."""
         if not path.is_symlink():
-            data = _read_regular(path, MAX_MANIFEST_BYTES, follow=False)
+            data = read_regular(path, MAX_MANIFEST_BYTES, follow=False)
             if data is None:
                 raise InvalidManifest("manifest is not a regular file")
             return data, None
@@ -367,7 +377,7 @@ class Store:
         blob = self.blob_path(f"sha256:{m[1]}") if m else None
         if blob is None or not blob.is_file() or not os.path.samefile(target, blob):
             raise InvalidManifest("manifest link does not point at a blob of this store")
-        data = _read_regular(blob, MAX_MANIFEST_BYTES, follow=True) or b""
+        data = read_regular(blob, MAX_MANIFEST_BYTES, follow=True) or b""
         if hashlib.sha256(data).hexdigest() != m[1]:
             raise InvalidManifest("linked manifest does not match its digest")
         return data, f"sha256:{m[1]}"
@@ -413,15 +423,15 @@ class Store:
         removed = []
         for digest in sorted(candidates - referenced):
             path = self.blob_path(digest)
-            if _unlink_quiet(path):
+            if unlink_quiet(path):
                 removed.append(path.name)
         return removed
 
     def _unlink_manifests(self, paths: list[Path]) -> None:
         for path in paths:
             base = self.v2_dir if path.is_relative_to(self.v2_dir) else self.manifests_dir
-            _unlink_quiet(path)
-            _prune_empty_dirs(path.parent, base)
+            unlink_quiet(path)
+            prune_empty_dirs(path.parent, base)
 
     def _remove_stale_temps(self, cutoff: float) -> list[str]:
         removed = []
@@ -429,7 +439,7 @@ class Store:
             for dirpath, _, files in os.walk(directory):
                 for name in files:
                     path = os.path.join(dirpath, name)
-                    if name.startswith(TMP_PREFIX) and _lmtime(path) < cutoff and _unlink_quiet(path):
+                    if name.startswith(TMP_PREFIX) and lmtime(path) < cutoff and unlink_quiet(path):
                         removed.append(name)
         return removed
 
@@ -465,113 +475,3 @@ def _confined(path: Path, base: Path) -> Path:
 def _tree_files(base: Path) -> list[Path]:
     """Non-directory entries exactly four levels below ``base`` (Ollama's ``*/*/*/*`` glob)."""
     return sorted(p for p in base.glob("*/*/*/*") if not p.is_dir())
-
-
-# ---- file helpers -----------------------------------------------------------------------------------
-
-def _copy_hashing(chunks: Iterable[bytes], f: Any, max_bytes: int | None) -> tuple[str, int]:
-    h, size = hashlib.sha256(), 0
-    for chunk in chunks:
-        size += len(chunk)
-        if max_bytes is not None and size > max_bytes:
-            raise BlobTooLarge(f"blob is larger than {max_bytes} bytes")
-        h.update(chunk)
-        f.write(chunk)
-    f.flush()
-    os.fsync(f.fileno())
-    return f"sha256:{h.hexdigest()}", size
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    _makedirs(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
-    try:
-        with _disk_full_as_error(), os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quiet(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _read_regular(path: Path, cap: int, *, follow: bool) -> bytes | None:
-    """Up to ``cap + 1`` bytes of a regular file (callers compare with ``cap``); None if absent or not a
-    regular file. Without ``follow`` a symlink is refused; ``O_NONBLOCK`` keeps a FIFO from hanging us."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
-    try:
-        fd = os.open(path, flags)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return None
-        raise
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return None
-        return f.read(cap + 1)
-
-
-@contextlib.contextmanager
-def _disk_full_as_error() -> Iterator[None]:
-    """Turn ENOSPC/EDQUOT into InsufficientStorage: a clean error without paths or errno text."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise InsufficientStorage("insufficient storage") from exc
-        raise
-
-
-def _makedirs(path: Path) -> None:
-    os.makedirs(path, mode=0o755, exist_ok=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quiet(path: str | Path) -> bool:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def _prune_empty_dirs(directory: Path, base: Path) -> None:
-    """Remove now-empty directories from ``directory`` up to (not including) ``base``."""
-    while directory != base and directory.is_relative_to(base):
-        try:
-            directory.rmdir()
-        except OSError:
-            return
-        directory = directory.parent
-
-
-def _scandir(path: Path) -> list[os.DirEntry[str]]:
-    try:
-        with os.scandir(path) as it:
-            return list(it)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
-def _mtime(entry: os.DirEntry[str]) -> float:
-    return entry.stat(follow_symlinks=False).st_mtime
-
-
-def _lmtime(path: str) -> float:
-    """mtime, or +inf for a file that vanished meanwhile (so it is never treated as stale)."""
-    try:
-        return os.lstat(path).st_mtime
-    except FileNotFoundError:
-        return float("inf")

@@ -20,7 +20,6 @@ stops only when its last follower leaves; what it fetched stays for the next att
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import http.client
@@ -33,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from registry.errors import InsufficientStorage
-from registry.store import TMP_PREFIX
+from registry.fsutil import TMP_PREFIX, fsync_dir, unlink_quiet
 from registry.wire import RegistryError, Reply, RetryPolicy
 
 __all__ = ["Download", "Downloads", "Fetch", "partial_paths", "plan_parts"]
@@ -238,15 +237,15 @@ class Download:
                 h.update(chunk)
             got = f"sha256:{h.hexdigest()}"
             if got != self.digest:
-                _unlink_quiet(self._data_path)
-                _unlink_quiet(self._state_path)
+                unlink_quiet(self._data_path)
+                unlink_quiet(self._state_path)
                 raise RegistryError(f"digest mismatch, file must be downloaded again: want {self.digest}, "
                                     f"got {got}")
             os.fsync(f.fileno())
         os.chmod(self._data_path, 0o644)
         os.replace(self._data_path, self.final)
-        _fsync_dir(self.final.parent)
-        _unlink_quiet(self._state_path)
+        fsync_dir(self.final.parent)
+        unlink_quiet(self._state_path)
 
 
 class Downloads:
@@ -343,16 +342,3 @@ def _clean(exc: BaseException, digest: str) -> BaseException:
     if isinstance(exc, OSError):
         return RegistryError(f"could not write blob {digest}: {type(exc).__name__}")
     return exc
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quiet(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
