@@ -17,6 +17,7 @@ stale machine code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple, TypeVar
 
 import numpy as np
@@ -46,6 +47,19 @@ def tile(fields: P) -> P:
     return type(fields)(fields[0], *(_tile_array(a) for a in fields[1:]))
 
 
+def tile_rows(raw: np.ndarray, fields: Callable[[np.ndarray], P], chunk_tiles: int = 64) -> P:
+    """``tile(fields(raw))`` computed a chunk of whole tiles at a time, so that loading a big matrix (a 262k-row
+    embedding) costs the result plus one chunk of memory instead of three full-size copies."""
+    chunk = chunk_tiles * TILE
+    first = fields(raw[:chunk])
+    out = [np.zeros((n_tiles(len(raw)), *a.shape[1:], TILE), dtype=a.dtype) for a in first[1:]]
+    for start in range(0, len(raw), chunk):
+        part = first if start == 0 else fields(raw[start : start + chunk])
+        for tiled, rows in zip(out, part[1:], strict=True):
+            _fill(tiled[start // TILE :], rows)
+    return type(first)(len(raw), *out)
+
+
 def untile(packed: P) -> P:
     """Inverse of ``tile``: tiled fields -> row-major fields without the padding rows."""
     rows = packed[0]
@@ -73,11 +87,18 @@ def nbytes(packed: NamedTuple) -> int:
 
 
 def _tile_array(a: np.ndarray) -> np.ndarray:
-    rows = a.shape[0]
-    padded = np.zeros((n_tiles(rows) * TILE, *a.shape[1:]), dtype=a.dtype)
-    padded[:rows] = a
-    tiled = padded.reshape(-1, TILE, *a.shape[1:])                # (n_tiles, 64, ...)
-    return np.ascontiguousarray(np.moveaxis(tiled, 1, -1))         # (n_tiles, ..., 64)
+    tiled = np.zeros((n_tiles(a.shape[0]), *a.shape[1:], TILE), dtype=a.dtype)  # (n_tiles, ..., 64)
+    _fill(tiled, a)
+    return tiled
+
+
+def _fill(tiled: np.ndarray, rows: np.ndarray) -> None:
+    """Write row-major ``rows`` (n, ...) into the first tiles of ``tiled`` (n_tiles, ..., 64); padding stays 0."""
+    lanes = np.moveaxis(tiled, -1, 1)                              # (n_tiles, 64, ...) view
+    full, rest = divmod(rows.shape[0], TILE)
+    lanes[:full] = rows[: full * TILE].reshape(full, TILE, *rows.shape[1:])
+    if rest:
+        lanes[full, :rest] = rows[full * TILE :]
 
 
 def _untile_array(a: np.ndarray) -> np.ndarray:
