@@ -10,8 +10,8 @@ import numpy as np
 from engine.gguf import GGUFFile
 from engine.kv_cache import KVCache, Segment, segment_rows
 from engine.models._weights import load, load_fused, matmul_parts, vector
-from engine.ops import RopeTable, rope_normal, silu_mul
-from engine.ops_jit import attend, rms_norm
+from engine.ops import RopeTable, rope_normal
+from engine.ops_jit import attend, rms_norm, silu_mul
 from engine.quant import QTensor
 
 ARCH = "llama"
@@ -141,7 +141,7 @@ class Llama:
         out = np.empty((T, n_q), np.float32)                                  # (T, n_head · d)
         for rows, s in segment_rows(segments):   # RoPE (adjacent pairs), cache write and attention, per sequence
             out[rows] = attend(q[rows], k[rows], v[rows], s.cache.kt[layer], s.cache.v[layer], s.start_pos,
-                               cos[rows], sin[rows], 1.0 / np.sqrt(d), 0, False)
+                               cos[rows], sin[rows], np.float32(1.0) / np.sqrt(np.float32(d)), 0, False)
         return blk.attn_output(out)                                           # (T, dim)
 
     def rerotate_keys(self, cache: KVCache, start: int, end: int, delta: int) -> None:

@@ -1,9 +1,8 @@
 """Q8_0: blocks of 32 weights {fp16 d, i8 qs[32]}; w = d * q. Also the tied embedding / output head.
 
-Dot product as llama.cpp's vec_dot_q8_0_q8_0: per block sumi = sum(q * yq) in int32, acc += d * dy * sumi.
-We store u = q + 128 (unsigned) and compute sumi = sum(u * yq) - 128 * sum(yq): LLVM only turns the product
-into 16-bit multiply-adds (vpmaddwd / vpdpwssd) when one factor is known non-negative; signed bytes give
-vpmulld, half the speed.
+Dot product as llama.cpp's vec_dot_q8_0_q8_0 on x86, in its float order (see _tile). We store u = q + 128
+(unsigned) and compute sumi = sum(u * yq) - 128 * sum(yq): LLVM only turns the product into 16-bit multiply-adds
+(vpmaddwd / vpdpwssd) when one factor is known non-negative; signed bytes give vpmulld, half the speed.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit, prange
 
+from engine.fpmath import fma32, hsum8
 from engine.quant import _tiles
 from engine.quant.activations import quantize_q8
 
@@ -65,48 +65,44 @@ def matmul(packed: Packed, x: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(parallel=True, fastmath=True, cache=True, nogil=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _matmul(qs, d, qy, dy, isum, out, n_threads):
     """out (T, rows) = W x^T from the 8-bit blocks of x; each thread takes one contiguous range of tiles.
 
-    qs (n_tiles, nb, 32, 64) u8, d (n_tiles, nb, 64) f32; qy (T, cols) i8, dy (T, nb) f32, isum (T, nb) i32.
+    qs (n_tiles, nb, 32, 64) u8, d (n_tiles, nb, 64) f32; qy (T, cols) i8, dy (T, nb) f32.
     """
     nt = qs.shape[0]
     n_chunks = min(n_threads, nt)
     for c in prange(n_chunks):
-        acc = np.empty((4, 64), np.float32)  # (tokens, rows) of one micro-batch
-        si = np.empty((4, 64), np.int32)
+        acc = np.empty((8, 64), np.float32)  # ggml's 8 float lanes × rows, one token at a time
+        dd = np.empty(64, np.float32)
         for t in range(c * nt // n_chunks, (c + 1) * nt // n_chunks):
-            _tile(qs, d, qy, dy, isum, t, out, acc, si)
+            _tile(qs, d, qy, dy, t, out, acc, dd)
 
 
-@njit(fastmath=True, cache=True, inline="always")
-def _tile(qs, d, qy, dy, isum, t, out, acc, si):
-    """Rows 64t..64t+63 for all tokens, 4 tokens at a time (see q4_1._tile for the loop-shape rules)."""
-    nb, half = qs.shape[1], qs.shape[2] // 2
-    T = qy.shape[0]
+@njit(cache=True, inline="always")
+def _tile(qs, d, qy, dy, t, out, acc, dd):
+    """Rows 64t..64t+63 for every token, in the float order of ggml's vec_dot_q8_0_q8_0 (and of its tinyBLAS
+    Q8_0 path, the same arithmetic): float lane l adds fma(d·dy, integer dot of block elements 4l..4l+3) once per
+    block, hsum8 at the end. The integer dot of u = q + 128 subtracts 128 · (sum of the four y). No fastmath."""
+    nb = qs.shape[1]
     nr = min(64, out.shape[1] - t * 64)
-    for n0 in range(0, T, 4):
-        nn = min(4, T - n0)
-        for n in range(nn):
-            for r in range(64):
-                acc[n, r] = 0.0
+    for n in range(qy.shape[0]):
+        acc[:] = 0.0
         for b in range(nb):
-            for n in range(nn):
+            dyn = dy[n, b]
+            for r in range(64):
+                dd[r] = d[t, b, r] * dyn
+            for lane in range(8):
+                o = b * 32 + 4 * lane
+                y0, y1 = np.int32(qy[n, o]), np.int32(qy[n, o + 1])
+                y2, y3 = np.int32(qy[n, o + 2]), np.int32(qy[n, o + 3])
+                off = np.int32(128 * (y0 + y1 + y2 + y3))
+                j = 4 * lane
                 for r in range(64):
-                    si[n, r] = 0
-            for jj in range(half):
-                j = 2 * jj
-                for n in range(nn):
-                    y0 = np.int32(qy[n0 + n, b * 32 + j])
-                    y1 = np.int32(qy[n0 + n, b * 32 + j + 1])
-                    for r in range(64):
-                        si[n, r] = np.int32(si[n, r] + np.int32(qs[t, b, j, r]) * y0
-                                            + np.int32(qs[t, b, j + 1, r]) * y1)
-            for n in range(nn):
-                dyn, off = dy[n0 + n, b], np.int32(128 * isum[n0 + n, b])
-                for r in range(64):
-                    acc[n, r] += d[t, b, r] * dyn * np.float32(np.int32(si[n, r] - off))
-        for n in range(nn):
-            for r in range(nr):
-                out[n0 + n, t * 64 + r] = acc[n, r]
+                    dot = np.int32(np.int32(qs[t, b, j, r]) * y0 + np.int32(qs[t, b, j + 1, r]) * y1
+                                   + np.int32(qs[t, b, j + 2, r]) * y2 + np.int32(qs[t, b, j + 3, r]) * y3)
+                    acc[lane, r] = fma32(dd[r], np.float32(np.int32(dot - off)), acc[lane, r])
+        for r in range(nr):
+            out[n, t * 64 + r] = hsum8(acc[0, r], acc[1, r], acc[2, r], acc[3, r],
+                                       acc[4, r], acc[5, r], acc[6, r], acc[7, r])

@@ -17,6 +17,7 @@ import pytest
 from gguf.constants import GGML_QUANT_SIZES
 from gguf.constants import GGMLQuantizationType as Q
 
+from engine import fpmath
 from engine.gguf import GGUFFile
 from engine.quant import FORMATS
 from engine.quant.activations import quantize_q8_reference
@@ -124,6 +125,29 @@ def exact_matmul(ty: Q, raw: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.
     return (scaled + mins).sum(-1), (np.abs(scaled) + np.abs(mins)).sum(-1)
 
 
+LANE_ORDER = {Q.Q4_1, Q.Q5_0, Q.Q8_0}   # kernels that keep ggml's float summation order bit for bit
+
+
+def ggml_order_matmul(ty: Q, raw: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy twin of ggml's x86 vec_dot for 32-blocks (T, rows): per block, float lane l (of 8) gets
+    fma(d·dy, integer dot of elements 4l..4l+3); m·s sums beside the lanes (fma); hsum_float_8 at the end.
+    Also returns the scale of its rounding error: the sum of the magnitudes of every term it adds."""
+    qi, d, m = integer_blocks(ty, raw)
+    qy, dy, sy, _ = quantize_q8_reference(x)
+    T, nb = dy.shape
+    lanes_int = np.einsum("rbli,nbli->nrbl", qi.reshape(*qi.shape[:2], 8, 4),
+                          qy.reshape(T, nb, 8, 4).astype(np.int64)).astype(np.float32)   # (T, rows, nb, 8)
+    acc = np.zeros((T, qi.shape[0], 8), np.float32)
+    mins = np.zeros((T, qi.shape[0]), np.float32)
+    scale = np.zeros((T, qi.shape[0]))
+    for b in range(nb):
+        dd = (d[None, :, b] * dy[:, None, b]).astype(np.float32)           # (T, rows)
+        acc = fpmath.fma_np(dd[..., None], lanes_int[:, :, b], acc)
+        mins = fpmath.fma_np(m[None, :, b], sy[:, None, b], mins)
+        scale += np.abs(dd[..., None] * lanes_int[:, :, b]).sum(-1) + np.abs(m[None, :, b] * sy[:, None, b])
+    return fpmath.hsum8_np(acc) + (mins if ty in WITH_MIN else np.float32(0.0)), scale
+
+
 def activation_error_bound(ty: Q, raw: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Worst-case |y - W x| from 8-bit activations (T, rows): per element |x - dy*qy| <= amax * (0.5/127 +
     2**-11) (rounding to 1/127 of the block max, fp16 rounding of dy), plus |m| * 32 * amax * 2**-10 per
@@ -155,6 +179,9 @@ def check_kernel(ty: Q, raw: np.ndarray, x: np.ndarray) -> None:
     y = fmt.matmul(packed, x)                                             # (T, rows)
     exact, scale = exact_matmul(ty, raw, x)
     assert y.shape == exact.shape and y.dtype == np.float32
+    if ty in LANE_ORDER:                 # ggml's float order, bit for bit; its roundings scale with the lane terms
+        lanes, scale = ggml_order_matmul(ty, raw, x)
+        np.testing.assert_array_equal(y, lanes)
     assert np.all(np.abs(y - exact) <= 1e-5 * scale + 1e-30), np.max(np.abs(y - exact) / (scale + 1e-30))
     for n in range(x.shape[0]):
         np.testing.assert_array_equal(fmt.matvec(packed, x[n]), y[n])  # same kernel, same bits
