@@ -1,6 +1,17 @@
 """Prefill and decode speed of pollama's engine, or of llama.cpp on the same file (--engine llama.cpp).
 
-Prints one JSON line: engine, model, threads, load_s, prefill_tok_s, decode_tok_s, rss_mb, file_mb.
+Prints one JSON line: engine, model, threads, load_s, prefill_tok_s, decode_tok_s, rss_mb, file_mb, then memory
+from /proc/self/status (MiB; issue #3's goal is model_ratio <= 1.5):
+
+* baseline_mb: VmRSS right before the model is loaded, after the engine's imports (``import engine`` /
+  ``import llama_cpp``): the interpreter and libraries, not the model;
+* peak_mb: VmHWM after the timed steps, the highest resident memory of the run (while loading, or once the
+  weights, KV cache and JIT-loaded kernels are all resident);
+* steady_mb: VmRSS after the timed prefill and decode steps, with the model still loaded (weights, KV cache,
+  JIT code);
+* model_mb = peak_mb - baseline_mb, what the model costs on top of the process, and model_ratio = model_mb / file_mb.
+
+rss_mb is ru_maxrss, the same quantity as peak_mb, kept for older result files.
 Measured as shared/bench/llamacpp_speed.py does: a 256-token prompt evaluated at once, then 128 single-token
 decode steps without sampling; the second of two repetitions is reported (the first warms caches and JIT).
 """
@@ -32,6 +43,7 @@ def bench_pollama(path: Path, threads: int, n_prompt: int, n_decode: int) -> dic
     from engine.quant import set_threads
 
     set_threads(threads)
+    baseline = _status_mb("VmRSS")
     t0 = time.perf_counter()
     loaded = engine.load_model(path)
     load_s = time.perf_counter() - t0
@@ -46,12 +58,14 @@ def bench_pollama(path: Path, threads: int, n_prompt: int, n_decode: int) -> dic
         for i in range(n_decode):
             model.forward(np.asarray([tokens[i % len(tokens)]]), len(tokens) + i, cache)
         decode_s = time.perf_counter() - t0
-    return {"load_s": load_s, "prefill_tok_s": len(tokens) / prefill_s, "decode_tok_s": n_decode / decode_s}
+    return {"load_s": load_s, "prefill_tok_s": len(tokens) / prefill_s, "decode_tok_s": n_decode / decode_s,
+            **_memory(baseline)}                                  # read while the model is still alive
 
 
 def bench_llama_cpp(path: Path, threads: int, n_prompt: int, n_decode: int) -> dict:
     from llama_cpp import Llama
 
+    baseline = _status_mb("VmRSS")
     t0 = time.perf_counter()
     llm = Llama(model_path=str(path), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False,
                 n_batch=512)
@@ -66,7 +80,8 @@ def bench_llama_cpp(path: Path, threads: int, n_prompt: int, n_decode: int) -> d
         for i in range(n_decode):
             llm.eval([tokens[i % len(tokens)]])
         decode_s = time.perf_counter() - t0
-    return {"load_s": load_s, "prefill_tok_s": len(tokens) / prefill_s, "decode_tok_s": n_decode / decode_s}
+    return {"load_s": load_s, "prefill_tok_s": len(tokens) / prefill_s, "decode_tok_s": n_decode / decode_s,
+            **_memory(baseline)}                                  # read while the model is still alive
 
 
 def main() -> None:
@@ -81,10 +96,29 @@ def main() -> None:
     bench = bench_pollama if args.engine == "pollama" else bench_llama_cpp
     result = bench(path, args.threads, args.prompt_tokens, args.decode_tokens)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    file_mb = path.stat().st_size / 2**20
+    memory = {k: result.pop(k) for k in ("baseline_mb", "peak_mb", "steady_mb")}
+    model_mb = memory["peak_mb"] - memory["baseline_mb"]
     print(json.dumps({"engine": args.engine, "model": path.name, "threads": args.threads,
                       **{k: round(v, 3 if k == "load_s" else 1) for k, v in result.items()},
-                      "rss_mb": round(rss_mb, 1), "file_mb": round(path.stat().st_size / 2**20, 1),
+                      "rss_mb": round(rss_mb, 1), "file_mb": round(file_mb, 1),
+                      **{k: round(v, 1) for k, v in memory.items()},
+                      "model_mb": round(model_mb, 1), "model_ratio": round(model_mb / file_mb, 3),
                       "cpu": _cpu_name()}))
+
+
+def _memory(baseline_mb: float) -> dict[str, float]:
+    """baseline_mb, peak_mb and steady_mb of the result line (see the module docstring)."""
+    return {"baseline_mb": baseline_mb, "peak_mb": _status_mb("VmHWM"), "steady_mb": _status_mb("VmRSS")}
+
+
+def _status_mb(field: str) -> float:
+    """A kB field of /proc/self/status (VmRSS: resident now, VmHWM: resident high-water mark) in MiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def _cpu_name() -> str:

@@ -358,17 +358,25 @@ class GGUFFile:
         data = np.frombuffer(self._buffer(), dtype=dtype, count=t.nbytes // dtype.itemsize, offset=t.offset)
         return data.reshape(t.shape)
 
-    def release(self, name: str) -> None:
-        """Drop the tensor's pages from this process's resident memory once its data has been copied out.
+    def release(self, name: str, start: int = 0, stop: int | None = None) -> None:
+        """Drop rows [start, stop) of a tensor (all of it by default) from this process's resident memory once their
+        data has been copied out; rows are those of ``raw(name)`` flattened to (rows, row_bytes).
 
-        The mapping stays valid (a later read faults the pages back in from the file), but loading a model no longer
-        holds the whole file resident next to the repacked copy.
+        Only whole pages inside the range are dropped, so a page shared with the next range stays until that one is
+        released too. MADV_DONTNEED goes to this read-only file mapping only, where it never loses data: a later read
+        faults the pages back in from the file. Loading a model thus no longer holds the file resident next to the
+        repacked copy.
         """
         t = self.tensors[name]
-        start = -(-t.offset // mmap.PAGESIZE) * mmap.PAGESIZE                 # whole pages inside the tensor only
-        end = (t.offset + t.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
-        if end > start:
-            self._buffer().madvise(mmap.MADV_DONTNEED, start, end - start)
+        rows = t.nbytes // t.row_bytes
+        stop = rows if stop is None else stop
+        if not 0 <= start <= stop <= rows:
+            raise ValueError(f"rows [{start}, {stop}) are not inside tensor {name!r} of {rows} rows")
+        page = mmap.PAGESIZE
+        first = -(-(t.offset + start * t.row_bytes) // page) * page          # whole pages inside the range only
+        end = (t.offset + stop * t.row_bytes) // page * page
+        if end > first:
+            self._buffer().madvise(mmap.MADV_DONTNEED, first, end - first)
 
     def _buffer(self) -> mmap.mmap:
         if self._mm is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
@@ -11,9 +12,13 @@ from engine.quant import QTensor, concat_rows, load_tensor
 
 
 def load(gguf: GGUFFile, name: str) -> QTensor:
-    """One weight matrix, repacked for the kernels (copied: the file can be closed afterwards)."""
+    """One weight matrix, repacked for the kernels (copied: the file can be closed afterwards).
+
+    Each chunk of rows leaves resident memory as soon as it is repacked, so a big matrix (Gemma 3's 178 MB
+    embedding) never has all its file pages resident next to its repacked copy; the final release drops the pages
+    that straddle two chunks."""
     info = gguf.tensors[name]
-    tensor = load_tensor(gguf.raw(name), info.ggml_type, info.shape)
+    tensor = load_tensor(gguf.raw(name), info.ggml_type, info.shape, functools.partial(gguf.release, name))
     gguf.release(name)
     return tensor
 

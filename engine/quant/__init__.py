@@ -14,6 +14,7 @@ Every format module exports the same names (adding a type = one module + one lin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import NamedTuple
@@ -68,14 +69,19 @@ def _format(ggml_type: GGMLQuantizationType) -> ModuleType:
     return fmt
 
 
-def load_tensor(raw: np.ndarray, ggml_type: GGMLQuantizationType, shape: tuple[int, int]) -> QTensor:
-    """raw uint8 (rows, row_bytes) GGUF bytes of a (rows, cols) matrix (NumPy order) -> QTensor (copied)."""
+def load_tensor(raw: np.ndarray, ggml_type: GGMLQuantizationType, shape: tuple[int, int],
+                rows_done: Callable[[int, int], None] | None = None) -> QTensor:
+    """raw uint8 (rows, row_bytes) GGUF bytes of a (rows, cols) matrix (NumPy order) -> QTensor (copied).
+
+    Repacked a chunk of rows at a time; ``rows_done(start, stop)`` is called once rows [start, stop) have been
+    read, so that the loader can drop their file pages while the rest is repacked (GGUFFile.release).
+    """
     fmt = _format(ggml_type)
     rows, cols = shape
     raw = np.asarray(raw).view(np.uint8).reshape(raw.shape[0], -1)
     if cols % fmt.BLOCK or raw.shape != (rows, cols // fmt.BLOCK * fmt.BLOCK_BYTES):
         raise ValueError(f"{fmt.TYPE.name} bytes {raw.shape} do not hold a {rows}x{cols} matrix")
-    return QTensor(fmt.TYPE, rows, cols, fmt.repack(raw))
+    return QTensor(fmt.TYPE, rows, cols, _tiles.repack_rows(fmt.repack, raw, rows_done))
 
 
 def concat_rows(parts: list[QTensor]) -> QTensor:

@@ -9,10 +9,10 @@ Q4_1 = (rows, qs, d, m). The same class is used in two layouts:
   row index innermost, padded with zero rows up to a multiple of 64. A kernel walks one tile and keeps its 64
   row accumulators in SIMD lanes, so every quant byte it loads feeds 64 output rows (kernels.md §3.3).
 
-Everything here works on any NamedTuple that follows this convention, so a new format gets concat and
-take_rows for free. Kernels write the tile size as the literal 64, never as ``TILE``: Numba's on-disk cache is
-keyed on a function's source, not on the module globals it reads, so a changed global would silently reuse
-stale machine code.
+Everything here works on any NamedTuple that follows this convention, so a new format gets concat, take_rows
+and chunked loading (``repack_rows``) for free. Kernels write the tile size as the literal 64, never as
+``TILE``: Numba's on-disk cache is keyed on a function's source, not on the module globals it reads, so a
+changed global would silently reuse stale machine code.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import NamedTuple, TypeVar
 import numpy as np
 
 TILE = 64
+CHUNK_ROWS = 64 * TILE  # rows repacked at once: a few MB of temporaries even for 2.5 kB rows
 
 P = TypeVar("P", bound=NamedTuple)
 
@@ -48,16 +49,35 @@ def tile(fields: P) -> P:
 
 
 def tile_rows(raw: np.ndarray, fields: Callable[[np.ndarray], P], chunk_tiles: int = 64) -> P:
-    """``tile(fields(raw))`` computed a chunk of whole tiles at a time, so that loading a big matrix (a 262k-row
-    embedding) costs the result plus one chunk of memory instead of three full-size copies."""
-    chunk = chunk_tiles * TILE
-    first = fields(raw[:chunk])
-    out = [np.zeros((n_tiles(len(raw)), *a.shape[1:], TILE), dtype=a.dtype) for a in first[1:]]
-    for start in range(0, len(raw), chunk):
-        part = first if start == 0 else fields(raw[start : start + chunk])
-        for tiled, rows in zip(out, part[1:], strict=True):
-            _fill(tiled[start // TILE :], rows)
-    return type(first)(len(raw), *out)
+    """``tile(fields(raw))`` computed a chunk of whole tiles at a time (see ``repack_rows``)."""
+    return repack_rows(lambda part: tile(fields(part)), raw, chunk_rows=chunk_tiles * TILE)
+
+
+def repack_rows(repack: Callable[[np.ndarray], P], raw: np.ndarray,
+                rows_done: Callable[[int, int], None] | None = None, chunk_rows: int = CHUNK_ROWS) -> P:
+    """``repack(raw)`` computed ``chunk_rows`` rows at a time into preallocated result arrays, so that repacking a
+    big matrix (a 262k-row embedding) costs the result plus one chunk's temporaries instead of several full-size
+    copies; ``rows_done(start, stop)`` is called as soon as rows [start, stop) of ``raw`` have been read, which lets
+    the loader drop their file pages before the next chunk is read.
+
+    Rows are independent in every format, so the chunks' results are the result's rows. Each array of the Packed
+    holds the rows on axis 0, one entry per row (row-major, e.g. F32's (rows, cols)) or per 64-row tile (tiled);
+    ``chunk_rows`` is a multiple of 64, so every chunk but the last fills whole tiles.
+    """
+    rows = len(raw)
+    out: list[tuple[np.ndarray, int]] = []                        # (result array, rows per axis-0 entry)
+    for start in range(0, max(rows, 1), chunk_rows):
+        stop = min(start + chunk_rows, rows)
+        part = repack(raw[start:stop])
+        if rows_done is not None:
+            rows_done(start, stop)
+        if stop - start == rows:
+            return part                                           # one chunk: it is the result
+        out = out or [_empty_rows(a, chunk_rows, rows) for a in part[1:]]
+        for (whole, rows_per_entry), piece in zip(out, part[1:], strict=True):
+            at = start // rows_per_entry
+            whole[at : at + len(piece)] = piece
+    return type(part)(rows, *(whole for whole, _ in out))
 
 
 def untile(packed: P) -> P:
@@ -84,6 +104,14 @@ def concat(parts: list[P]) -> P:
 
 def nbytes(packed: NamedTuple) -> int:
     return sum(a.nbytes for a in packed[1:])
+
+
+def _empty_rows(a: np.ndarray, chunk_rows: int, rows: int) -> tuple[np.ndarray, int]:
+    """(uninitialized array for ``rows`` rows shaped like chunk result ``a``, rows per axis-0 entry: 1 or 64)."""
+    rows_per_entry = chunk_rows // max(len(a), 1)
+    if rows_per_entry not in (1, TILE) or len(a) * rows_per_entry != chunk_rows:
+        raise ValueError(f"a repacked chunk of {chunk_rows} rows has {len(a)} entries on axis 0, not rows or tiles")
+    return np.empty((-(-rows // rows_per_entry), *a.shape[1:]), dtype=a.dtype), rows_per_entry
 
 
 def _tile_array(a: np.ndarray) -> np.ndarray:

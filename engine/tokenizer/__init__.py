@@ -172,8 +172,12 @@ def split_utf8(data: bytes) -> tuple[str, bytes]:
     return data[:cut].decode("utf-8", errors="replace"), data[cut:]
 
 
-def _read_tokens(md: dict) -> list[str]:
-    tokens = list(md["tokenizer.ggml.tokens"])
+def _read_tokens(md: dict) -> Sequence[str]:
+    """The vocabulary; the metadata's own list when it can be used as is (never modified here: a copy would cost
+    8 bytes a token, 2 MB for Gemma 3)."""
+    tokens = md["tokenizer.ggml.tokens"]
+    if not isinstance(tokens, list | tuple):
+        tokens = list(tokens)
     if "" in tokens:  # llama.cpp renames empty tokens so they can never match
         tokens = [t or f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
     return tokens
@@ -189,7 +193,7 @@ def _read_types(md: dict, n: int) -> np.ndarray:
     return types
 
 
-def _build_model(kind: str, md: dict, tokens: list[str], vocab: dict[str, int], unk_id: int | None):
+def _build_model(kind: str, md: dict, tokens: Sequence[str], vocab: dict[str, int], unk_id: int | None):
     if kind == "gpt2":
         return bpe.BpeModel.from_metadata(md, tokens, vocab)
     if kind == "llama":

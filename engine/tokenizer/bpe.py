@@ -8,6 +8,7 @@ merge rank (lowest first, leftmost on ties). Results are cached per piece: promp
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import regex
@@ -85,7 +86,7 @@ def pre_tokenize(text: str, patterns: list[regex.Pattern]) -> list[str]:
 class BpeModel:
     """Byte-level BPE over a GGUF vocabulary and merge list."""
 
-    def __init__(self, tokens: list[str], vocab: dict[str, int], merges: list[str], pre: str) -> None:
+    def __init__(self, tokens: Sequence[str], vocab: dict[str, int], merges: list[str], pre: str) -> None:
         if pre not in PRETOKENIZERS:
             log.warning(
                 "unknown pre-tokenizer %r, using 'default' (tokenization may differ from the model's)", pre
@@ -101,7 +102,7 @@ class BpeModel:
         self._cache: dict[str, tuple[int, ...]] = {}
 
     @classmethod
-    def from_metadata(cls, md: dict, tokens: list[str], vocab: dict[str, int]) -> BpeModel:
+    def from_metadata(cls, md: dict, tokens: Sequence[str], vocab: dict[str, int]) -> BpeModel:
         merges = list(md.get("tokenizer.ggml.merges", []))
         return cls(tokens, vocab, merges, str(md.get("tokenizer.ggml.pre", "default")))
 

@@ -6,6 +6,7 @@ Follows llama.cpp `llama_vocab::impl::load` and `tokenizer_st_partition` (engine
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from enum import IntEnum
 
 import numpy as np
@@ -115,7 +116,7 @@ class SpecialSplitter:
     `tokenizer_st_partition`): candidates longest first (UTF-8 bytes), each split out of every remaining
     text fragment left to right. USER_DEFINED tokens always match; CONTROL/UNKNOWN only with parse_special."""
 
-    def __init__(self, tokens: list[str], types: np.ndarray, lstrip: frozenset = frozenset(),
+    def __init__(self, tokens: Sequence[str], types: np.ndarray, lstrip: frozenset = frozenset(),
                  rstrip: frozenset = frozenset()) -> None:  # fmt: skip
         ids = np.flatnonzero(np.isin(types, PARTITION_TYPES)).tolist()
         ids.sort(key=lambda i: (-len(tokens[i].encode()), i))

@@ -8,6 +8,7 @@ prefix, "##" continuation prefixes are removed, "[...]" tokens stay as they are.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 
 from engine.tokenizer.special import TokenType
 
@@ -89,7 +90,7 @@ def pre_tokenize(text: str) -> list[str]:
 class WordPieceModel:
     """Greedy longest-match-first WordPiece over a phantom-space vocabulary."""
 
-    def __init__(self, tokens: list[str], vocab: dict[str, int], unk_id: int | None) -> None:
+    def __init__(self, tokens: Sequence[str], vocab: dict[str, int], unk_id: int | None) -> None:
         self.add_bos_default = True
         self.strips_leading_space = True  # the phantom space of the first word
         self._tokens = tokens
@@ -99,7 +100,7 @@ class WordPieceModel:
 
     @classmethod
     def from_metadata(
-        cls, md: dict, tokens: list[str], vocab: dict[str, int], unk_id: int | None
+        cls, md: dict, tokens: Sequence[str], vocab: dict[str, int], unk_id: int | None
     ) -> WordPieceModel:
         return cls(tokens, vocab, unk_id)
 

@@ -6,6 +6,7 @@ each case also checks the error message, so a test cannot pass because of an unr
 
 from __future__ import annotations
 
+import mmap
 import struct
 import time
 import tracemalloc
@@ -21,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.gguf import GGUFError, GGUFFile
+from tests.engine.resident_pages import mapping_rss_kb
 
 # --------------------------------------------------------------------------- byte-level builder
 
@@ -440,3 +442,28 @@ def test_release_keeps_the_data_readable(smollm2_path):
         before = f.raw("token_embd.weight").copy()
         f.release("token_embd.weight")
         np.testing.assert_array_equal(f.raw("token_embd.weight"), before)
+
+
+def test_release_drops_exactly_the_whole_pages_of_a_row_range(smollm2_path):
+    """release(name, start, stop) drops the pages that lie wholly inside those rows, and nothing else."""
+    page_kb = mmap.PAGESIZE // 1024
+    with GGUFFile(smollm2_path) as f:
+        name = "token_embd.weight"                                        # Q8_0 (49152, 612): 30 MB
+        t, raw = f.tensors[name], f.raw(name)
+        int(raw.sum(dtype=np.uint64))                                      # fault every page of the tensor in
+        resident = mapping_rss_kb(raw)
+        f.release(name, 100, 4096)
+        first = -(-(t.offset + 100 * t.row_bytes) // mmap.PAGESIZE)       # first whole page inside the rows
+        end = (t.offset + 4096 * t.row_bytes) // mmap.PAGESIZE
+        assert resident - mapping_rss_kb(raw) == (end - first) * page_kb
+        f.release(name)                                                    # the default range: the whole tensor
+        assert resident - mapping_rss_kb(raw) >= t.nbytes // 1024 - 2 * page_kb
+        np.testing.assert_array_equal(raw[99:101], f.raw(name)[99:101])   # faulted back in from the file
+
+
+def test_release_rejects_rows_outside_the_tensor(smollm2):
+    rows = smollm2.tensors["token_embd.weight"].ne[1]
+    for start, stop in ((5, 4), (-1, 3), (0, rows + 1)):
+        with pytest.raises(ValueError, match="not inside tensor"):
+            smollm2.release("token_embd.weight", start, stop)
+    smollm2.release("token_embd.weight", rows, rows)                       # an empty range is fine
