@@ -49,8 +49,8 @@ class LoraTensor:
         self.base, self.terms = base, terms
         self.ggml_type, self.rows, self.cols = base.ggml_type, base.rows, base.cols
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        y = self.base(x)
+    def __call__(self, x: np.ndarray, grouped: np.ndarray | None = None) -> np.ndarray:
+        y = self.base(x, grouped)
         x = np.asarray(x, dtype=np.float32)
         for t in self.terms:
             y[..., t.row_start:t.row_start + t.b.shape[0]] += np.float32(t.scale) * ((x @ t.a.T) @ t.b.T)

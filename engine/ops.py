@@ -29,6 +29,14 @@ def silu_mul(gate_up: np.ndarray, ffn_dim: int) -> np.ndarray:
 
 
 
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """NumPy twin of ops_jit.gelu_tanh (NumPy's float32 tanh may differ from libm's tanhf in the last bit)."""
+    x = np.asarray(x, np.float32)
+    inner = (np.float32(0.7978845608028654) * x) * fma_np(np.float32(0.044715) * x, x, np.float32(1.0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner))
+
+
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
     return e / np.sum(e, axis=axis, keepdims=True)

@@ -43,6 +43,18 @@ def silu_mul(gate_up: np.ndarray, ffn_dim: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """ggml_gelu_f32 elementwise: 0.5 x (1 + tanhf(sqrt(2/pi) x (1 + 0.044715 x²))), with GCC's contraction of
+    the inner 1 + (0.044715 x) x into a fused multiply-add (libm's tanhf, as in ggml). Twin: ops.gelu_tanh."""
+    out = np.empty_like(x)
+    for i in range(x.size):
+        v = x.flat[i]
+        inner = (np.float32(0.7978845608028654) * v) * fma32(np.float32(0.044715) * v, v, np.float32(1.0))
+        out.flat[i] = np.float32(0.5) * v * (np.float32(1.0) + math.tanh(inner))
+    return out
+
+
+@njit(cache=True, nogil=True)
 def rope_angles(size: int, n_rot: int, base: float, freq_scale: float) -> tuple[np.ndarray, np.ndarray]:
     """cos, sin (size, n_rot/2) float32 for positions 0..size-1 as ggml_rope_cache_init makes them: theta starts at
     the position and is multiplied by powf(base, -2/n_rot) in float32 once per pair (math.cos of a float32 is
@@ -90,17 +102,18 @@ PARALLEL_ROWS = 16    # a prompt chunk at least this long spreads its query rows
 
 
 def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, kt_cache: np.ndarray, v_cache: np.ndarray,
-           start_pos: int, cos: np.ndarray, sin: np.ndarray, scale: float, window: int, neox: bool) -> np.ndarray:
+           start_pos: int, cos: np.ndarray, sin: np.ndarray, scale: float, window: int, neox: bool,
+           q_scale: float = 1.0) -> np.ndarray:
     """T new tokens of one sequence: rotate q (T, n_head, d) and k (T, n_kv, d), store k/v at positions
     [start_pos, start_pos + T) of the layer's cache (K transposed: kt_cache (n_kv, d, capacity); v_cache
-    (n_kv, capacity, d)) with f16 precision, and let each query
-    attend causally (and within ``window`` if > 0) over the cache. Returns (T, n_head · d).
+    (n_kv, capacity, d)) with f16 precision, and let each query attend causally (and within ``window`` if > 0)
+    over the cache, scores times ``scale``. Returns (T, n_head · d). ``q_scale`` multiplies the rotated queries
+    first (gemma3 scales them there, before their f16 rounding, and attends with scale 1).
 
-    Each position is computed by the same loops whatever T is, so a prompt read in one chunk, in several, or
-    token by token gives bit-identical caches and logits: seeded sampling repeats even when a prefix comes from
-    an earlier request's cache. The twin is ops.rope_* + KVCache.write + ops.attention.
+    Chunks of two or more tokens give the same bits as the whole prompt (llama.cpp's batch order); one token
+    takes the order of llama.cpp's single-token step. The twin is ops.rope_* + KVCache.write + ops.attention.
     """
-    q = _store(q, k, v, kt_cache, v_cache, start_pos, cos, sin, neox)
+    q = _store(q, k, v, kt_cache, v_cache, start_pos, cos, sin, neox, np.float32(q_scale))
     out = np.zeros((q.shape[0], q.shape[1] * q.shape[2]), np.float32)
     rows = _attend_rows_parallel if q.shape[0] >= PARALLEL_ROWS else _attend_rows
     rows(q, kt_cache, v_cache, start_pos, scale, window, out)
@@ -109,13 +122,15 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, kt_cache: np.ndarray, v_
 
 @njit(cache=True, nogil=True)
 def _store(q: np.ndarray, k: np.ndarray, v: np.ndarray, kt_cache: np.ndarray, v_cache: np.ndarray, start_pos: int,
-           cos: np.ndarray, sin: np.ndarray, neox: bool) -> np.ndarray:
-    """Rotate q and k, round q/k/v to f16, write k/v into the cache; returns the rotated, rounded q."""
+           cos: np.ndarray, sin: np.ndarray, neox: bool, q_scale: np.float32) -> np.ndarray:
+    """Rotate q and k, scale q, round q/k/v to f16, write k/v into the cache; returns the rotated, rounded q."""
     T = q.shape[0]
     q, k, v = q.copy(), k.copy(), v.copy()
     for t in range(T):
         _rotate(q[t], cos[t], sin[t], neox)
         _rotate(k[t], cos[t], sin[t], neox)
+    if q_scale != 1:
+        q *= q_scale
     round_f16(q)                                                # llama.cpp's K·Q runs in f16
     round_f16(k)                                                # its cache holds f16
     round_f16(v)
@@ -158,53 +173,46 @@ def _attend_one(q: np.ndarray, kt_cache: np.ndarray, v_cache: np.ndarray, first:
     group = n_head // kt_cache.shape[0]
     start = first // 16 * 16                                   # the first 16-position chunk that has a key
     probs = np.zeros(end - start, np.float32)                  # positions start..end-1, masked ones stay 0
-    lanes = np.empty((4, 16, 64), np.float32)                  # (accumulator, lane, positions or dims)
     for h in range(n_head):
         kv = h // group
-        _scores(q[h], kt_cache[kv], first, end, start, decode, lanes, probs)
+        _scores(q[h], kt_cache[kv], first, end, start, decode, probs)
         _softmax(probs, first - start, np.float32(scale))
-        _weighted_values(probs, v_cache[kv], start, end, decode, lanes, out[h * d:(h + 1) * d])
+        _weighted_values(probs, v_cache[kv], start, end, decode, out[h * d:(h + 1) * d])
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _acc_index(i: int, decode: bool) -> int:
-    """Which of ggml_vec_dot_f16's 4 accumulators sums element i (tinyBLAS keeps one)."""
-    return (i // 16) % 4 if decode else 0
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _lane(lanes: np.ndarray, m: int, c: int) -> np.float32:
-    """Lane m of column c after GGML_F32x16_REDUCE's pairing (acc0 + acc2) + (acc1 + acc3); unused accumulators
-    hold 0, so tinyBLAS's single accumulator comes through unchanged."""
-    return (lanes[0, m, c] + lanes[2, m, c]) + (lanes[1, m, c] + lanes[3, m, c])
+def _lane_row(i: int, decode: bool) -> int:
+    """Row of the (4 accumulators · 16 lanes, 64) lane array that sums element i: lane i % 16 of
+    ggml_vec_dot_f16's accumulator (i // 16) % 4, or of tinyBLAS's single accumulator."""
+    return ((i // 16) % 4 if decode else 0) * 16 + i % 16
 
 
 @njit(cache=True, nogil=True)
 def _lane_sums(lanes: np.ndarray, n: int, out: np.ndarray) -> None:
-    """out[c] = _mm512_reduce_add_ps of column c's 16 lanes, for c < n (the tree of fpmath.reduce16)."""
+    """out[c] = _mm512_reduce_add_ps of column c's 16 lanes after GGML_F32x16_REDUCE's pairing
+    (acc0 + acc2) + (acc1 + acc3), for c < n; unused accumulators hold 0, so tinyBLAS's single accumulator
+    comes through unchanged. lanes (64, 64): row 16a + m is lane m of accumulator a."""
+    v = np.empty((16, 64), np.float32)
+    for m in range(16):
+        for c in range(n):
+            v[m, c] = (lanes[m, c] + lanes[32 + m, c]) + (lanes[16 + m, c] + lanes[48 + m, c])
     for c in range(n):
-        t0 = _lane(lanes, 0, c) + _lane(lanes, 8, c)
-        t1 = _lane(lanes, 1, c) + _lane(lanes, 9, c)
-        t2 = _lane(lanes, 2, c) + _lane(lanes, 10, c)
-        t3 = _lane(lanes, 3, c) + _lane(lanes, 11, c)
-        t4 = _lane(lanes, 4, c) + _lane(lanes, 12, c)
-        t5 = _lane(lanes, 5, c) + _lane(lanes, 13, c)
-        t6 = _lane(lanes, 6, c) + _lane(lanes, 14, c)
-        t7 = _lane(lanes, 7, c) + _lane(lanes, 15, c)
+        t0, t1, t2, t3 = v[0, c] + v[8, c], v[1, c] + v[9, c], v[2, c] + v[10, c], v[3, c] + v[11, c]
+        t4, t5, t6, t7 = v[4, c] + v[12, c], v[5, c] + v[13, c], v[6, c] + v[14, c], v[7, c] + v[15, c]
         out[c] = ((t4 + t0) + (t6 + t2)) + ((t5 + t1) + (t7 + t3))
 
 
 @njit(cache=True, nogil=True)
-def _scores(qh, keys_t, first, end, start, decode, lanes, probs):
+def _scores(qh, keys_t, first, end, start, decode, probs):
     """probs[s - start] = q·k_s for s in [first, end), 64 positions at a time in the vector lanes."""
-    d = qh.shape[0]
+    lanes = np.empty((64, 64), np.float32)
     for s0 in range(first, end, 64):
         n = min(64, end - s0)
-        lanes[:, :, :n] = 0.0
-        for i in range(d):
-            a, m, qi = _acc_index(i, decode), i % 16, qh[i]
-            for c in range(n):
-                lanes[a, m, c] = fma32(qi, keys_t[i, s0 + c], lanes[a, m, c])
+        lanes[:, :n] = 0.0
+        for i in range(qh.shape[0]):
+            qi, keys, acc = qh[i], keys_t[i, s0:s0 + n], lanes[_lane_row(i, decode)]
+            for c in range(n):             # 1-d row views: LLVM vectorizes these, not 2-d indexing
+                acc[c] = fma32(qi, keys[c], acc[c])
         _lane_sums(lanes, n, probs[s0 - start:])
 
 
@@ -231,14 +239,15 @@ def _softmax(w: np.ndarray, skip: int, scale: np.float32) -> None:
 
 
 @njit(cache=True, nogil=True)
-def _weighted_values(probs, values, start, end, decode, lanes, out):
-    """out (d,) = Σ_s probs[s - start] · v_s, position s summed into lane s % 16 of accumulator _acc_index(s)."""
+def _weighted_values(probs, values, start, end, decode, out):
+    """out (d,) = Σ_s probs[s - start] · v_s, position s summed into lane _lane_row(s)."""
     d = out.shape[0]
+    lanes = np.empty((64, 64), np.float32)
     for i0 in range(0, d, 64):
         n = min(64, d - i0)
-        lanes[:, :, :n] = 0.0
+        lanes[:, :n] = 0.0
         for s in range(start, end):
-            a, m, p = _acc_index(s, decode), s % 16, probs[s - start]
+            p, value, acc = probs[s - start], values[s, i0:i0 + n], lanes[_lane_row(s, decode)]
             for c in range(n):
-                lanes[a, m, c] = fma32(p, values[s, i0 + c], lanes[a, m, c])
+                acc[c] = fma32(p, value[c], acc[c])
         _lane_sums(lanes, n, out[i0:])

@@ -39,6 +39,8 @@ def load_fused(gguf: GGUFFile, names: list[str]) -> tuple[QTensor, ...]:
     return tuple(p[0] if len(p) == 1 else concat_rows(p) for p in parts)
 
 
-def matmul_parts(parts: tuple[QTensor, ...], x: np.ndarray) -> np.ndarray:
-    """x (T, cols) times every part, outputs side by side: (T, sum of part rows)."""
-    return parts[0](x) if len(parts) == 1 else np.concatenate([p(x) for p in parts], axis=1)
+def matmul_parts(parts: tuple[QTensor, ...], x: np.ndarray, grouped: np.ndarray | None = None) -> np.ndarray:
+    """x (T, cols) times every part, outputs side by side: (T, sum of part rows). ``grouped``: see QTensor."""
+    if len(parts) == 1:
+        return parts[0](x, grouped)
+    return np.concatenate([p(x, grouped) for p in parts], axis=1)

@@ -7,6 +7,7 @@ The GGUF converters already add Gemma's "+1" to every ``*_norm.weight``: the nor
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,8 +16,8 @@ from engine.gguf import GGUFFile
 from engine.kv_cache import KVCache, Segment, segment_rows
 from engine.models._weights import load, load_fused, matmul_parts, vector
 from engine.ops import RopeTable, rope_neox
-from engine.ops_jit import attend, rms_norm
-from engine.quant import QTensor
+from engine.ops_jit import attend, gelu_tanh, rms_norm
+from engine.quant import QTensor, gemm_groups
 
 ARCH = "gemma3"
 SWA_PATTERN = 6            # llama.cpp set_swa_pattern(6): layer il slides iff il % 6 < 5; every 6th is global
@@ -38,7 +39,7 @@ class Gemma3Config:
     rope_base_local: float         # sliding layers
     sliding_window: int            # a key is hidden from a query iff q_pos - k_pos >= sliding_window
     swa_layers: tuple[bool, ...]   # (n_layer,) True for sliding-window layers
-    attn_scale: float              # multiplies q·k (query_pre_attn_scalar^-1/2)
+    attn_scale: float              # multiplies the rotated queries (query_pre_attn_scalar^-1/2)
     final_logit_softcap: float     # 0 = off
     vocab_size: int
     context_length: int
@@ -152,22 +153,23 @@ class Gemma3:
         angles = {True: self.rope_local.angles(positions),                   # sliding layers: (cos, sin),
                   False: self.rope_global.angles(positions)}                  # each (ΣT, head_dim/2)
         tokens = np.concatenate([s.tokens for s in segments])
+        grouped = gemm_groups([len(s.tokens) for s in segments])             # (ΣT,) see engine.quant.QTensor
         x = self.token_embd.take_rows(tokens) * np.float32(np.sqrt(cfg.dim))  # (ΣT, dim)
         for i, blk in enumerate(self.blocks):
             h = rms_norm(x, blk.attn_norm, eps)
-            a = self.attention(i, blk, h, segments, *angles[cfg.swa_layers[i]])   # (ΣT, dim)
+            a = self.attention(i, blk, h, segments, *angles[cfg.swa_layers[i]], grouped)   # (ΣT, dim)
             x = x + rms_norm(a, blk.post_attention_norm, eps)
             h = rms_norm(x, blk.ffn_norm, eps)
-            gate_up = matmul_parts(blk.ffn_gate_up, h)                              # (T, 2 · ffn_dim)
-            f = blk.ffn_down(gelu_fp16_table(gate_up[:, :cfg.ffn_dim]) * gate_up[:, cfg.ffn_dim:])  # (T, dim)
+            gate_up = matmul_parts(blk.ffn_gate_up, h, grouped)                     # (T, 2 · ffn_dim)
+            f = blk.ffn_down(gelu_fp16_table(gate_up[:, :cfg.ffn_dim]) * gate_up[:, cfg.ffn_dim:], grouped)
             x = x + rms_norm(f, blk.post_ffw_norm, eps)
         return x
 
     def attention(self, layer: int, blk: Gemma3Block, h: np.ndarray, segments: list[Segment],
-                  cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+                  cos: np.ndarray, sin: np.ndarray, grouped: np.ndarray) -> np.ndarray:
         cfg, eps = self.cfg, self.cfg.norm_eps
         T, d = h.shape[0], cfg.head_dim
-        qkv = matmul_parts(blk.attn_qkv, h)                                         # (T, (n_head + 2 n_kv) · d)
+        qkv = matmul_parts(blk.attn_qkv, h, grouped)                                # (T, (n_head + 2 n_kv) · d)
         n_q, n_kv = cfg.n_head * d, cfg.n_kv_head * d
         q = qkv[:, :n_q].reshape(T, cfg.n_head, d)                           # (T, n_head, d)
         k = qkv[:, n_q:n_q + n_kv].reshape(T, cfg.n_kv_head, d)              # (T, n_kv, d)
@@ -178,8 +180,8 @@ class Gemma3:
         out = np.empty((T, n_q), np.float32)                                 # (T, n_head · d)
         for rows, s in segment_rows(segments):   # RoPE (NeoX), cache write and windowed attention, per sequence
             out[rows] = attend(q[rows], k[rows], v[rows], s.cache.kt[layer], s.cache.v[layer], s.start_pos,
-                               cos[rows], sin[rows], cfg.attn_scale, window, True)
-        return blk.attn_output(out)                                          # (T, dim)
+                               cos[rows], sin[rows], 1.0, window, True, q_scale=cfg.attn_scale)
+        return blk.attn_output(out, grouped)                                 # (T, dim)
 
     def rerotate_keys(self, cache: KVCache, start: int, end: int, delta: int) -> None:
         """After a context shift, rotate cached keys at [start, end) by delta positions (R(p+δ) = R(δ)R(p)),
@@ -200,21 +202,16 @@ class Gemma3:
 
 
 
+@functools.cache
 def _gelu_table() -> np.ndarray:
-    """ggml's GELU of every fp16 value (float32 tanh formula), rounded to fp16: (65536,) f32 by fp16 bits."""
+    """ggml's GELU of every fp16 value, rounded to fp16: (65536,) f32 by fp16 bits (ops_jit.gelu_tanh)."""
     x = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
-    with np.errstate(invalid="ignore", over="ignore"):
-        inner = np.float32(0.7978845608028654) * x * (np.float32(1.0) + np.float32(0.044715) * x * x)
-        y = np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner))
-    return y.astype(np.float16).astype(np.float32)
-
-
-_GELU_TABLE = _gelu_table()
+    return gelu_tanh(x).astype(np.float16).astype(np.float32)
 
 
 def gelu_fp16_table(x: np.ndarray) -> np.ndarray:
     """Tanh-GELU the way ggml's CPU backend computes it (GGML_GELU_FP16): a lookup at x rounded to fp16, 0 below
     -10, identity above 10. With 8-bit activations this model turns 1-ulp differences into 0.05-logit ones, so
     copying ggml's rounding keeps us on llama.cpp's numbers (the BOS position's logits then agree to 1e-5)."""
-    y = _GELU_TABLE[x.astype(np.float16).view(np.uint16)]
+    y = _gelu_table()[x.astype(np.float16).view(np.uint16)]
     return np.where(x <= -10, np.float32(0.0), np.where(x >= 10, x, y))

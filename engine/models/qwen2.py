@@ -11,9 +11,9 @@ import numpy as np
 from engine.gguf import GGUFError, GGUFFile
 from engine.kv_cache import KVCache, Segment, segment_rows
 from engine.models._weights import load, load_fused, matmul_parts, vector
-from engine.ops import RopeTable, rope_neox, silu
-from engine.ops_jit import attend, rms_norm
-from engine.quant import QTensor
+from engine.ops import RopeTable, rope_neox
+from engine.ops_jit import attend, rms_norm, silu_mul
+from engine.quant import QTensor, gemm_groups
 
 ARCH = "qwen2"
 ROPE_SCALINGS = ("none", "linear")   # llama.cpp's default is "linear"; YaRN (long-context variants) is not done
@@ -128,19 +128,21 @@ class Qwen2:
             s.cache.reserve(s.start_pos + len(s.tokens))
         positions = np.concatenate([np.arange(s.start_pos, s.start_pos + len(s.tokens)) for s in segments])
         cos, sin = self.rope.angles(positions)                               # (ΣT, rope_dim/2)
+        grouped = gemm_groups([len(s.tokens) for s in segments])             # (ΣT,) see engine.quant.QTensor
         x = self.token_embd.take_rows(np.concatenate([s.tokens for s in segments]))   # (ΣT, dim)
         for i, blk in enumerate(self.blocks):
-            x = x + self.attention(i, blk, rms_norm(x, blk.attn_norm, cfg.norm_eps), segments, cos, sin)
+            h = rms_norm(x, blk.attn_norm, cfg.norm_eps)
+            x = x + self.attention(i, blk, h, segments, cos, sin, grouped)
             h = rms_norm(x, blk.ffn_norm, cfg.norm_eps)
-            gate_up = matmul_parts(blk.ffn_gate_up, h)                             # (ΣT, 2 · ffn_dim)
-            x = x + blk.ffn_down(silu(gate_up[:, :cfg.ffn_dim]) * gate_up[:, cfg.ffn_dim:])
+            gate_up = matmul_parts(blk.ffn_gate_up, h, grouped)                           # (ΣT, 2 · ffn_dim)
+            x = x + blk.ffn_down(silu_mul(gate_up, cfg.ffn_dim), grouped)
         return x
 
     def attention(self, layer: int, blk: Qwen2Block, h: np.ndarray, segments: list[Segment],
-                  cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+                  cos: np.ndarray, sin: np.ndarray, grouped: np.ndarray) -> np.ndarray:
         cfg = self.cfg
         T, d = h.shape[0], cfg.head_dim
-        qkv = matmul_parts(blk.attn_qkv, h) + blk.attn_qkv_bias                   # (T, (n_head + 2 n_kv) · d)
+        qkv = matmul_parts(blk.attn_qkv, h, grouped) + blk.attn_qkv_bias                   # (T, (n_head + 2 n_kv) · d)
         n_q, n_kv = cfg.n_head * d, cfg.n_kv_head * d
         q = qkv[:, :n_q].reshape(T, cfg.n_head, d)                            # (T, n_head, d), before RoPE
         k = qkv[:, n_q:n_q + n_kv].reshape(T, cfg.n_kv_head, d)               # (T, n_kv, d)
@@ -148,8 +150,8 @@ class Qwen2:
         out = np.empty((T, n_q), np.float32)                                  # (T, n_head · d)
         for rows, s in segment_rows(segments):   # RoPE (NeoX halves), cache write and attention, per sequence
             out[rows] = attend(q[rows], k[rows], v[rows], s.cache.kt[layer], s.cache.v[layer], s.start_pos,
-                               cos[rows], sin[rows], 1.0 / np.sqrt(d), 0, True)
-        return blk.attn_output(out)                                           # (T, dim)
+                               cos[rows], sin[rows], np.float32(1.0) / np.sqrt(np.float32(d)), 0, True)
+        return blk.attn_output(out, grouped)                                      # (T, dim)
 
     def rerotate_keys(self, cache: KVCache, start: int, end: int, delta: int) -> None:
         """After a context shift, rotate cached keys at [start, end) by delta positions (R(p+δ) = R(δ)R(p))."""

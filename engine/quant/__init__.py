@@ -41,8 +41,11 @@ class QTensor:
     cols: int
     packed: NamedTuple
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """x (..., cols) -> (..., rows), e.g. (T, cols) -> (T, rows); one token takes the matvec path."""
+    def __call__(self, x: np.ndarray, grouped: np.ndarray | None = None) -> np.ndarray:
+        """x (..., cols) -> (..., rows), e.g. (T, cols) -> (T, rows); one token takes the matvec path.
+
+        ``grouped`` (T,) bool marks the tokens llama.cpp's repacked gemm would compute (``gemm_groups``); only
+        formats whose float order depends on it (``GROUPED``: Q4_K) read it."""
         fmt = FORMATS[self.ggml_type]
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.shape[-1] != self.cols:
@@ -50,7 +53,12 @@ class QTensor:
         if x.ndim == 1:
             return fmt.matvec(self.packed, x)
         tokens = x.reshape(-1, self.cols)                                 # (T, cols)
-        y = fmt.matvec(self.packed, tokens[0])[None] if len(tokens) == 1 else fmt.matmul(self.packed, tokens)
+        if grouped is not None and getattr(fmt, "GROUPED", False):
+            y = fmt.matmul(self.packed, tokens, grouped)
+        elif len(tokens) == 1:
+            y = fmt.matvec(self.packed, tokens[0])[None]
+        else:
+            y = fmt.matmul(self.packed, tokens)
         return y.reshape(*x.shape[:-1], self.rows)
 
     def take_rows(self, ids: np.ndarray) -> np.ndarray:
@@ -60,6 +68,12 @@ class QTensor:
     @property
     def nbytes(self) -> int:
         return _tiles.nbytes(self.packed)
+
+
+def gemm_groups(lengths: list[int]) -> np.ndarray:
+    """(Σ lengths,) bool: for each sequence's run of tokens in one forward call, the leading whole groups of four —
+    the tokens llama.cpp's repacked gemm computes (it gives the remaining len % 4 to its gemv)."""
+    return np.concatenate([np.arange(n) < n - n % 4 for n in lengths]) if lengths else np.zeros(0, np.bool_)
 
 
 def _format(ggml_type: GGMLQuantizationType) -> ModuleType:

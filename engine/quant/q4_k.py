@@ -4,9 +4,13 @@ Sub-block j has a 6-bit scale sc_j and a 6-bit minimum m_j packed in ``scales`` 
 qs[32c + l] holds element l of sub-block 2c (low nibble) and of sub-block 2c+1 (high nibble).
 w = d * sc_j * q - dmin * m_j with q in 0..15.
 
-Dot product as llama.cpp's vec_dot_q4_K_q8_K (Q8_K activations): per super-block, in int32,
-isum = sum_j sc_j * sum(q * yq) and summ = sum_j m_j * (bsums[2j] + bsums[2j+1]);
-then acc += d * dy * isum - dmin * dy * summ.
+Dot product as llama.cpp computes it on x86, where it repacks Q4_K into 8-row interleaved blocks (Q8_K
+activations): in int32, per pair c of sub-blocks, isum_c = sc_2c·Σ(q·yq) + sc_2c+1·Σ(q·yq) and
+summ_c = m_2c·bsum_2c + m_2c+1·bsum_2c+1; then two float accumulators, acc and accm, each fed by fused
+multiply-adds with d·dy and dmin·dy, and the result acc - accm. Its gemm (tokens in whole groups of four) adds
+one fma per pair c, its gemv (the rest of a batch, and decode) one per super-block with the pairs summed in
+int32 — so a token's bits depend on where it sits in its batch, and ``matmul`` takes ``grouped`` to say which
+tokens llama.cpp would give to the gemm (engine.quant.gemm_groups).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit, prange
 
+from engine.fpmath import fma32
 from engine.quant import _tiles
 from engine.quant.q8_k import i32, mad2, quantize_q8k
 
@@ -77,28 +82,34 @@ def matvec(packed: Packed, x: np.ndarray) -> np.ndarray:
     return matmul(packed, x.reshape(1, -1))[0]
 
 
-def matmul(packed: Packed, x: np.ndarray) -> np.ndarray:
+GROUPED = True   # matmul takes the per-token gemm/gemv choice
+
+
+def matmul(packed: Packed, x: np.ndarray, grouped: np.ndarray | None = None) -> np.ndarray:
+    """x (T, cols) -> (T, rows); grouped (T,) bool: tokens llama.cpp's repacked gemm computes (default: none)."""
+    grouped = np.zeros(x.shape[0], np.bool_) if grouped is None else np.asarray(grouped, np.bool_)
     out = np.empty((x.shape[0], packed.rows), np.float32)
-    _matmul(*packed[1:], np.ascontiguousarray(x, dtype=np.float32), out, numba.get_num_threads())
+    _matmul(*packed[1:], np.ascontiguousarray(x, dtype=np.float32), grouped, out, numba.get_num_threads())
     return out
 
 
-@njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def _matmul(qs, sc, m, d, dmin, x, out, n_threads):
+@njit(parallel=True, cache=True, nogil=True)
+def _matmul(qs, sc, m, d, dmin, x, grouped, out, n_threads):
     """out (T, rows) = W x^T; each thread takes one contiguous range of tiles."""
     qy, dy, bsums = quantize_q8k(x)
     nt = qs.shape[0]
     n_chunks = min(n_threads, nt)
     for c in prange(n_chunks):
-        acc = np.empty((x.shape[0], 64), np.float32)  # (tokens, rows of the tile)
-        si = np.empty((4, 64), np.int32)               # sub-block sums s0, s1; block sums isum, summ
+        acc = np.empty((2, x.shape[0], 64), np.float32)  # (acc | accm, tokens, rows of the tile)
+        si = np.empty((10, 64), np.int32)               # sub-block sums; isum_c, summ_c of the 4 pairs
         for t in range(c * nt // n_chunks, (c + 1) * nt // n_chunks):
-            _tile(qs, sc, m, d, dmin, qy, dy, bsums, t, out, acc, si)
+            _tile(qs, sc, m, d, dmin, qy, dy, bsums, grouped, t, out, acc, si)
 
 
-@njit(fastmath=True, cache=True, inline="always")
-def _tile(qs, sc, m, d, dmin, qy, dy, bsums, t, out, acc, si):
-    """Rows 64t..64t+63 for all tokens; one super-block's weights (8 KiB) stay in L1 across the tokens."""
+@njit(cache=True, inline="always")
+def _tile(qs, sc, m, d, dmin, qy, dy, bsums, grouped, t, out, acc, si):
+    """Rows 64t..64t+63 for all tokens; one super-block's weights (8 KiB) stay in L1 across the tokens.
+    No fastmath: the float order is llama.cpp's (module docstring)."""
     nb, T = qs.shape[1], qy.shape[0]
     nr = min(64, out.shape[1] - t * 64)
     acc[:] = 0.0
@@ -106,23 +117,32 @@ def _tile(qs, sc, m, d, dmin, qy, dy, bsums, t, out, acc, si):
         for n in range(T):
             _block(qs, sc, m, t, b, qy[n], bsums[n], si)
             dyn = dy[n, b]
-            for r in range(64):
-                acc[n, r] += d[t, b, r] * dyn * np.float32(si[2, r]) - dmin[t, b, r] * dyn * np.float32(si[3, r])
+            if grouped[n]:
+                for c in range(4):
+                    for r in range(64):
+                        acc[0, n, r] = fma32(np.float32(si[2 + c, r]), d[t, b, r] * dyn, acc[0, n, r])
+                        acc[1, n, r] = fma32(np.float32(si[6 + c, r]), dmin[t, b, r] * dyn, acc[1, n, r])
+            else:
+                for r in range(64):
+                    isum = i32(i32(si[2, r] + si[3, r]) + i32(si[4, r] + si[5, r]))
+                    summ = i32(i32(si[6, r] + si[7, r]) + i32(si[8, r] + si[9, r]))
+                    acc[0, n, r] = fma32(np.float32(isum), d[t, b, r] * dyn, acc[0, n, r])
+                    acc[1, n, r] = fma32(np.float32(summ), dmin[t, b, r] * dyn, acc[1, n, r])
     for n in range(T):
         for r in range(nr):
-            out[n, t * 64 + r] = acc[n, r]
+            out[n, t * 64 + r] = acc[0, n, r] - acc[1, n, r]
 
 
-@njit(fastmath=True, cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _block(qs, sc, m, t, b, qy, bsums, si):
-    """si[2] = isum, si[3] = summ of super-block b for the 64 rows of tile t and one token (qy, bsums).
+    """si[2 + c] = isum_c, si[6 + c] = summ_c of sub-block pair c of super-block b, for the 64 rows of tile t and
+    one token (qy, bsums).
 
     Loop shapes matter (kernels.md §3.1): the lane loop ``r`` is innermost with the literal trip count 64 and
     every integer step is wrapped in i32 (masks and shift counts too: an int64 operand widens the whole loop),
     so LLVM emits zmm vpmovzxbd + vpmaddwd / vpdpwssd. Four bytes per pass cut the loads / stores of si.
     """
     lo, sh = i32(15), i32(4)
-    si[2:4, :] = 0
     for c in range(4):
         si[0:2, :] = 0                                # sub-blocks 2c (low nibbles) and 2c+1 (high nibbles)
         for jj in range(8):
@@ -140,5 +160,6 @@ def _block(qs, sc, m, t, b, qy, bsums, si):
         g = b * 16 + 4 * c
         bs0, bs1 = i32(bsums[g] + bsums[g + 1]), i32(bsums[g + 2] + bsums[g + 3])
         for r in range(64):
-            si[2, r] = mad2(si[2, r], sc[t, b, 2 * c, r], si[0, r], sc[t, b, 2 * c + 1, r], si[1, r])
-            si[3, r] = mad2(si[3, r], m[t, b, 2 * c, r], bs0, m[t, b, 2 * c + 1, r], bs1)
+            si[2 + c, r] = mad2(i32(0), sc[t, b, 2 * c, r], si[0, r], sc[t, b, 2 * c + 1, r], si[1, r])
+        for r in range(64):
+            si[6 + c, r] = mad2(i32(0), m[t, b, 2 * c, r], bs0, m[t, b, 2 * c + 1, r], bs1)
