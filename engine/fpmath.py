@@ -4,7 +4,7 @@ llama.cpp's CPU kernels sum in SIMD lanes and fuse multiply-adds; a float32 sum 
 the last bit, and the 8-bit activation quantization of the next matmul can turn one last-bit difference into a
 0.2 logit shift (README, "Notes on fidelity"). The kernels therefore keep ggml's order, built from these pieces:
 
-* ``fma32`` — one rounding for a*b + c (LLVM's llvm.fma.f32; x86 vfmadd);
+* ``fma32`` — one rounding for a*b + c (LLVM's llvm.fma.f32; x86 vfmadd); ``f32_bits`` — a float's bits;
 * ``expf`` — ggml_v_expf, the polynomial exp its AVX-512 softmax and SiLU use (not libm's expf);
 * ``hsum8`` / ``reduce16`` — the horizontal sums of a __m256 (hsum_float_8) and a __m512 (_mm512_reduce_add_ps).
 
@@ -42,6 +42,18 @@ def fma32(typingctx, a, b, c):
         fn = builder.module.declare_intrinsic("llvm.fma", [f], ir.FunctionType(f, [f, f, f]))
         operands = [context.cast(builder, v, t, types.float32) for v, t in zip(args, signature.args, strict=True)]
         return builder.call(fn, operands)
+
+    return sig, codegen
+
+
+@intrinsic
+def f32_bits(typingctx, x):
+    """The IEEE bit pattern of a float32, as uint32 (a register bitcast; Numba has no cheaper way)."""
+    sig = types.uint32(types.float32)
+
+    def codegen(context, builder, signature, args):
+        value = context.cast(builder, args[0], signature.args[0], types.float32)
+        return builder.bitcast(value, ir.IntType(32))
 
     return sig, codegen
 

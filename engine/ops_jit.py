@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from engine.fpmath import expf, fma32, reduce16
+from engine.fpmath import expf, f32_bits, fma32, reduce16
 from engine.quant.activations import fp16_round
 
 
@@ -52,6 +52,35 @@ def gelu_tanh(x: np.ndarray) -> np.ndarray:
         inner = (np.float32(0.7978845608028654) * v) * fma32(np.float32(0.044715) * v, v, np.float32(1.0))
         out.flat[i] = np.float32(0.5) * v * (np.float32(1.0) + math.tanh(inner))
     return out
+
+
+@njit(cache=True, nogil=True)
+def geglu(gate_up: np.ndarray, ffn_dim: int, table: np.ndarray) -> np.ndarray:
+    """ggml_vec_geglu_f32 with GGML_GELU_FP16: (T, 2·ffn_dim) gate | up -> (T, ffn_dim), gelu(gate) read from
+    ``table`` (65536,) at gate's fp16 bits, 0 for gate <= -10, gate itself for gate >= 10; times up."""
+    T = gate_up.shape[0]
+    out = np.empty((T, ffn_dim), np.float32)
+    for t in range(T):
+        for i in range(ffn_dim):
+            g = gate_up[t, i]
+            if g <= -10.0:
+                gelu = np.float32(0.0)
+            elif g >= 10.0:
+                gelu = g
+            else:
+                gelu = table[_f16_bits(g)]
+            out[t, i] = gelu * gate_up[t, ffn_dim + i]
+    return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _f16_bits(x: np.float32) -> int:
+    """The fp16 bit pattern nearest to x (round half to even), for |x| < 65504."""
+    bits = np.int64(f32_bits(x))
+    sign, mag = (bits >> 16) & 0x8000, bits & 0x7FFFFFFF
+    if mag < 0x38800000:                                    # fp16 subnormal (or zero): steps of 2**-24
+        return sign | int(np.rint(abs(np.float64(x)) * 2.0**24))
+    return sign | (((mag + 0xFFF + ((mag >> 13) & 1)) >> 13) - (112 << 10))
 
 
 @njit(cache=True, nogil=True)

@@ -96,3 +96,18 @@ def test_kernels_match_llama_cpp_float_order_on_known_values():
     twin_cos, twin_sin = ops.rope_angles(3, 4, 10000.0, 1.0)
     np.testing.assert_array_equal(cos, twin_cos)
     np.testing.assert_array_equal(sin, twin_sin)
+
+
+def test_geglu_equals_numpy_table_lookup_everywhere(rng):
+    """Boundaries (±10), fp16 subnormals and zeros included: same fp16 bits, same table entry."""
+    from engine.models.gemma3 import _gelu_table, gelu_fp16_table
+
+    gate = np.concatenate([rng.standard_normal(4000) * 5, rng.standard_normal(2000) * 1e-5,
+                           [-10, 10, 9.999, -9.999, 0.0, -0.0, 65.0, -65.0, 6.1e-5, 5.9e-8]]).astype(np.float32)
+    up = rng.standard_normal(gate.size).astype(np.float32)
+    got = ops_jit.geglu(np.concatenate([gate, up])[None], gate.size, _gelu_table())[0]
+    np.testing.assert_array_equal(got, gelu_fp16_table(gate) * up)
+    halves = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+    twin = ops.gelu_tanh(halves).astype(np.float16).astype(np.float32)    # NumPy's tanh, not libm's tanhf
+    used = np.abs(halves) < 10                                             # the only entries geglu reads
+    assert np.mean(_gelu_table()[used] == twin[used]) > 0.999
