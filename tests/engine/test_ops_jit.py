@@ -108,6 +108,9 @@ def test_geglu_equals_numpy_table_lookup_everywhere(rng):
     got = ops_jit.geglu(np.concatenate([gate, up])[None], gate.size, _gelu_table())[0]
     np.testing.assert_array_equal(got, gelu_fp16_table(gate) * up)
     halves = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
-    twin = ops.gelu_tanh(halves).astype(np.float16).astype(np.float32)    # NumPy's tanh, not libm's tanhf
+    with np.errstate(invalid="ignore", over="ignore"):
+        twin = ops.gelu_tanh(halves).astype(np.float16).astype(np.float32)  # NumPy's tanh, not libm's tanhf
     used = np.abs(halves) < 10                                             # the only entries geglu reads
-    assert np.mean(_gelu_table()[used] == twin[used]) > 0.999
+    assert np.mean(_gelu_table()[used] == twin[used]) > 0.99
+    # below about -1.5, 1 + tanh cancels and a 1-ulp tanhf difference becomes a few fp16 steps of a tiny value
+    np.testing.assert_allclose(_gelu_table()[used], twin[used], rtol=2.0**-10, atol=2e-6)
