@@ -5,9 +5,14 @@ element 128h + l      = (a & 15) | (c & 3) << 4,        element 128h + 32 + l = 
 element 128h + 64 + l = (a >> 4) | (c >> 4 & 3) << 4,   element 128h + 96 + l = (b >> 4) | (c >> 6) << 4.
 w = d * scales[e // 16] * (q - 32) with q in 0..63.
 
-Dot product as llama.cpp's vec_dot_q6_K_q8_K (Q8_K activations), with the -32 taken out of the inner loop
-(ggml's AVX2 version also multiplies the unsigned q and subtracts 32 * yq):
-isum = sum_g sc_g * (sum(q * yq) - 32 * bsums[g]); acc += d * dy * isum.
+Dot product bit for bit as llama.cpp's x86 vec_dot_q6_K_q8_K (Q8_K activations; the llama.cpp we match takes it
+for every batch size, its Q6_K repack is not used on this machine). Per super-block, 8 int32 lanes of unsigned q:
+lane l = sum over the 32-runs j of sc[2j + l // 4] * sum_i q[32j + 4l + i] * yq[32j + 4l + i]  (i < 4)
+         - 32 * (sc[2l] * bsums[2l] + sc[2l + 1] * bsums[2l + 1]),
+the -32 offset taken off by group pairs, not by the lane's own elements, so single lanes differ from sums of
+sc * (q - 32) * yq; then float lane l = fma(d * dy, float(lane l), lane l) and hsum_float_8 at the end. Checked
+against llama.cpp's own ffn_down outputs on gemma3 (all Q6_K layers, 0 mismatches) and, in the tests, against a
+NumPy twin of that order.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit, prange
 
+from engine.fpmath import fma32, hsum8
 from engine.quant import _tiles
-from engine.quant.q8_k import i32, mad2, quantize_q8k
+from engine.quant.q8_k import i32, quantize_q8k
 
 TYPE = GGMLQuantizationType.Q6_K
 BLOCK, BLOCK_BYTES = GGML_QUANT_SIZES[TYPE]
@@ -77,68 +83,95 @@ def matmul(packed: Packed, x: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(parallel=True, fastmath=True, cache=True, nogil=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _matmul(ql, qh, sc, d, x, out, n_threads):
-    """out (T, rows) = W x^T; each thread takes one contiguous range of tiles."""
+    """out (T, rows) = W x^T from the Q8_K blocks of x; each thread takes one contiguous range of tiles."""
     qy, dy, bsums = quantize_q8k(x)
     nt = ql.shape[0]
     n_chunks = min(n_threads, nt)
     for c in prange(n_chunks):
-        acc = np.empty((x.shape[0], 64), np.float32)  # (tokens, rows of the tile)
-        si = np.empty((5, 64), np.int32)               # four group sums, then the block sum isum
+        acc = np.empty((8, 8, 64), np.float32)  # (tokens of a micro-batch, ggml's 8 float lanes, rows)
+        q = np.empty((256, 64), np.uint8)       # one super-block's 6-bit values, unpacked (16 KiB, stays in L1)
+        dd = np.empty(64, np.float32)
         for t in range(c * nt // n_chunks, (c + 1) * nt // n_chunks):
-            _tile(ql, qh, sc, d, qy, dy, bsums, t, out, acc, si)
+            _tile(ql, qh, sc, d, qy, dy, bsums, t, out, acc, q, dd)
 
 
-@njit(fastmath=True, cache=True, inline="always")
-def _tile(ql, qh, sc, d, qy, dy, bsums, t, out, acc, si):
-    """Rows 64t..64t+63 for all tokens; one super-block's weights (12 KiB) stay in L1 across the tokens."""
-    nb, T = ql.shape[1], qy.shape[0]
+@njit(cache=True, inline="always")
+def _tile(ql, qh, sc, d, qy, dy, bsums, t, out, acc, q, dd):
+    """Rows 64t..64t+63 for every token, 8 tokens at a time so each super-block is unpacked once per 8 tokens;
+    the float order is ggml's x86 vec_dot_q6_K_q8_K (see _lane). No fastmath."""
+    nb = ql.shape[1]
+    T = qy.shape[0]
     nr = min(64, out.shape[1] - t * 64)
-    acc[:] = 0.0
-    for b in range(nb):
-        for n in range(T):
-            _block(ql, qh, sc, t, b, qy[n], bsums[n], si)
-            dyn = dy[n, b]
-            for r in range(64):
-                acc[n, r] += d[t, b, r] * dyn * np.float32(si[4, r])
-    for n in range(T):
-        for r in range(nr):
-            out[n, t * 64 + r] = acc[n, r]
+    for n0 in range(0, T, 8):
+        nn = min(8, T - n0)
+        acc[:nn] = 0.0
+        for b in range(nb):
+            _unpack(ql, qh, t, b, q)
+            for n in range(n0, n0 + nn):
+                dyn = dy[n, b]
+                for r in range(64):
+                    dd[r] = d[t, b, r] * dyn
+                for lane in range(8):
+                    _lane(q, sc, qy[n], bsums[n], t, b, lane, acc[n - n0], dd)
+        for n in range(nn):
+            a = acc[n]
+            for r in range(nr):
+                out[n0 + n, t * 64 + r] = hsum8(a[0, r], a[1, r], a[2, r], a[3, r], a[4, r], a[5, r], a[6, r], a[7, r])
 
 
-@njit(fastmath=True, cache=True, inline="always")
-def _block(ql, qh, sc, t, b, qy, bsums, si):
-    """si[4] = isum of super-block b for the 64 rows of tile t and one token (see q4_k._block on loop shapes).
+@njit(cache=True, inline="always")
+def _unpack(ql, qh, t, b, q):
+    """q (256, 64) = the 6-bit values of super-block b of tile t, element-major (see the module docstring).
 
-    One pass over (half h, 16-run i) reads ql bytes a, b and qh byte c and feeds the four groups
-    8h + i + {0, 2, 4, 6}; two consecutive l per step so each int32 update is a pair of 16-bit products.
+    Works on the flat (byte, row) arrays: index i = 64·l + r walks 32 bytes l of 64 rows in one long loop
+    (LLVM then runs it on whole zmm registers of bytes instead of 64 short loops).
     """
-    lo, hi, s2, s4 = i32(15), i32(48), i32(2), i32(4)
-    si[4, :] = 0
+    lo, hi, s2, s4 = np.uint8(15), np.uint8(48), np.uint8(2), np.uint8(4)
+    qlf, qhf, qf = ql[t, b].reshape(8192), qh[t, b].reshape(4096), q.reshape(16384)
     for h in range(2):
-        for i in range(2):
-            si[0:4, :] = 0
-            for jj in range(8):
-                la = 64 * h + 16 * i + 2 * jj           # ql byte of element 128h + 16i + 2jj
-                lc = 32 * h + 16 * i + 2 * jj           # qh byte
-                o = b * 256 + 128 * h + 16 * i + 2 * jj
-                y0, y1, y2, y3 = i32(qy[o]), i32(qy[o + 1]), i32(qy[o + 32]), i32(qy[o + 33])
-                y4, y5, y6, y7 = i32(qy[o + 64]), i32(qy[o + 65]), i32(qy[o + 96]), i32(qy[o + 97])
-                for r in range(64):
-                    a0, a1 = i32(ql[t, b, la, r]), i32(ql[t, b, la + 1, r])
-                    b0, b1 = i32(ql[t, b, la + 32, r]), i32(ql[t, b, la + 33, r])
-                    c0, c1 = i32(qh[t, b, lc, r]), i32(qh[t, b, lc + 1, r])
-                    # bits 2k, 2k+1 of c are bits 4, 5 of the 6-bit value of the k-th element
-                    si[0, r] = mad2(si[0, r], i32(a0 & lo) | i32(i32(c0 << s4) & hi), y0,
-                                    i32(a1 & lo) | i32(i32(c1 << s4) & hi), y1)
-                    si[1, r] = mad2(si[1, r], i32(b0 & lo) | i32(i32(c0 << s2) & hi), y2,
-                                    i32(b1 & lo) | i32(i32(c1 << s2) & hi), y3)
-                    si[2, r] = mad2(si[2, r], i32(a0 >> s4) | i32(c0 & hi), y4, i32(a1 >> s4) | i32(c1 & hi), y5)
-                    si[3, r] = mad2(si[3, r], i32(b0 >> s4) | i32(i32(c0 >> s2) & hi), y6,
-                                    i32(b1 >> s4) | i32(i32(c1 >> s2) & hi), y7)
-            for k in range(4):
-                g = 8 * h + i + 2 * k                   # group of elements 128h + 32k + 16i ..
-                off = i32(32 * bsums[b * 16 + g])
-                for r in range(64):
-                    si[4, r] = i32(si[4, r] + i32(sc[t, b, g, r]) * i32(si[k, r] - off))
+        for i in range(2048):                  # ql bytes 64h + l (elements 128h + l, + 64), qh bytes 32h + l
+            a, c = qlf[4096 * h + i], qhf[2048 * h + i]
+            qf[8192 * h + i] = (a & lo) | ((c << s4) & hi)
+            qf[8192 * h + 4096 + i] = (a >> s4) | (c & hi)
+        for i in range(2048):                  # ql bytes 64h + 32 + l (elements 128h + 32 + l, + 64)
+            a, c = qlf[4096 * h + 2048 + i], qhf[2048 * h + i]
+            qf[8192 * h + 2048 + i] = (a & lo) | ((c << s2) & hi)
+            qf[8192 * h + 6144 + i] = (a >> s4) | ((c >> s2) & hi)
+
+
+@njit(cache=True, inline="always")
+def _lane(q, sc, qy, bsums, t, b, lane, acc, dd):
+    """acc[lane] = fma(d·dy, float(integer lane sum of super-block b), acc[lane]) for the 64 rows of tile t (the
+    lane sum as in the module docstring, in one int32 expression so that LLVM keeps it in 32-bit SIMD lanes)."""
+    g, e = lane // 4, 4 * lane
+    m0, m1 = i32(32 * bsums[b * 16 + 2 * lane]), i32(32 * bsums[b * 16 + 2 * lane + 1])
+    y = _ys(qy, b * 256 + e)
+    z = _ys(qy, b * 256 + 128 + e)
+    for r in range(64):
+        s = i32(i32(sc[t, b, g, r]) * _dot4(q, e, r, y[0], y[1], y[2], y[3])
+                + i32(sc[t, b, g + 2, r]) * _dot4(q, e + 32, r, y[4], y[5], y[6], y[7])
+                + i32(sc[t, b, g + 4, r]) * _dot4(q, e + 64, r, y[8], y[9], y[10], y[11])
+                + i32(sc[t, b, g + 6, r]) * _dot4(q, e + 96, r, y[12], y[13], y[14], y[15])
+                + i32(sc[t, b, g + 8, r]) * _dot4(q, e + 128, r, z[0], z[1], z[2], z[3])
+                + i32(sc[t, b, g + 10, r]) * _dot4(q, e + 160, r, z[4], z[5], z[6], z[7])
+                + i32(sc[t, b, g + 12, r]) * _dot4(q, e + 192, r, z[8], z[9], z[10], z[11])
+                + i32(sc[t, b, g + 14, r]) * _dot4(q, e + 224, r, z[12], z[13], z[14], z[15])
+                - i32(sc[t, b, 2 * lane, r]) * m0 - i32(sc[t, b, 2 * lane + 1, r]) * m1)
+        acc[lane, r] = fma32(dd[r], np.float32(s), acc[lane, r])
+
+
+@njit(cache=True, inline="always")
+def _ys(qy, o):
+    """The 16 activations a lane meets in half a super-block: element o + 32k + i is y[4k + i]."""
+    return (i32(qy[o]), i32(qy[o + 1]), i32(qy[o + 2]), i32(qy[o + 3]),
+            i32(qy[o + 32]), i32(qy[o + 33]), i32(qy[o + 34]), i32(qy[o + 35]),
+            i32(qy[o + 64]), i32(qy[o + 65]), i32(qy[o + 66]), i32(qy[o + 67]),
+            i32(qy[o + 96]), i32(qy[o + 97]), i32(qy[o + 98]), i32(qy[o + 99]))
+
+
+@njit(cache=True, inline="always")
+def _dot4(q, e, r, y0, y1, y2, y3):
+    """Σ_i q[e + i, r] · y_i: four 16-bit products (q < 64, |y| <= 127), exact in int32."""
+    return i32(i32(q[e, r]) * y0 + i32(q[e + 1, r]) * y1 + i32(q[e + 2, r]) * y2 + i32(q[e + 3, r]) * y3)

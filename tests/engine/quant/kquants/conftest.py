@@ -5,7 +5,9 @@ gguf-py cannot quantize K-quants, so weights are random bytes (every quant / sca
 chosen fp16 d / dmin, or real tensors of the gemma3 file; gguf-py's ``dequantize`` is the oracle. The integer
 reference here decodes the GGUF bytes on its own, transcribing ggml's ``dequantize_row_q*_K`` loops (not the
 engine's vectorized decoders), and only relies on engine.quant.q8_k's NumPy twin for the activation blocks
-(which test_q8_k.py pins to the Numba quantizer bit for bit).
+(which test_q8_k.py pins to the Numba quantizer bit for bit). Kernels listed in ``GGML_ORDER`` (Q6_K) must
+also equal a NumPy twin of llama.cpp's float summation order bit for bit (built on the same integer reference
+and engine.fpmath's NumPy twins of fma / hsum_float_8).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pytest
 from gguf.constants import GGML_QUANT_SIZES
 from gguf.constants import GGMLQuantizationType as Q
 
+from engine import fpmath
 from engine.gguf import GGUFFile
 from engine.quant import FORMATS
 from engine.quant.q8_k import quantize_q8k_reference
@@ -165,6 +168,34 @@ def exact_matmul(ty: Q, raw: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.
     return (plus - minus).sum(-1), (np.abs(plus) + np.abs(minus)).sum(-1)
 
 
+def ggml_order_q6k(raw: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy twin of llama.cpp's x86 vec_dot_q6_K_q8_K float order (T, rows), and the scale of its rounding error
+    (T, rows) = the sum of |d·dy · lane| over every fused multiply-add.
+
+    Per super-block, int32 lane l (of 8) = Σ over the 32-runs j of sc[2j + l // 4] · Σ_i q[32j + 4l + i] · yq
+    (unsigned q = signed q + 32, i < 4) - 32 · (sc[2l] · bsums[2l] + sc[2l+1] · bsums[2l+1]); then float lane l =
+    fma(d·dy, float32(lane l), lane l), super-block by super-block from 0; hsum_float_8 at the end."""
+    d, _, sc, _, q = integer_parts(Q.Q6_K, raw)
+    qy, dy, bsums = quantize_q8k_reference(x)
+    T, nb = dy.shape
+    rows = q.shape[0]
+    u = (q + 32) * np.repeat(sc, 16, axis=-1)                           # (rows, nb, 256) sc · unsigned q
+    main = np.einsum("rbjli,nbjli->nrbl", u.reshape(rows, nb, 8, 8, 4),
+                     qy.reshape(T, nb, 8, 8, 4).astype(np.int64))        # (T, rows, nb, 8 lanes)
+    offset = np.einsum("rblg,nblg->nrbl", sc.reshape(rows, nb, 8, 2), bsums.reshape(T, nb, 8, 2).astype(np.int64))
+    lanes = (main - 32 * offset).astype(np.float32)                     # int -> f32 rounds as cvtdq2ps does
+    acc = np.zeros((T, rows, 8), np.float32)
+    scale = np.zeros((T, rows))
+    for b in range(nb):
+        dd = (dy[:, None, b] * d[None, :, b]).astype(np.float32)[..., None]   # (T, rows, 1)
+        acc = fpmath.fma_np(dd, lanes[:, :, b], acc)
+        scale += np.abs(dd.astype(np.float64) * lanes[:, :, b]).sum(-1)
+    return fpmath.hsum8_np(acc), scale
+
+
+GGML_ORDER = {Q.Q6_K: ggml_order_q6k}   # kernels that keep llama.cpp's float summation order bit for bit
+
+
 def activation_error_bound(ty: Q, raw: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Worst case |y - W x| (T, rows) caused by 8-bit activations.
 
@@ -194,12 +225,16 @@ def check_take_rows(ty: Q, raw: np.ndarray, ids: np.ndarray) -> None:
 
 
 def check_kernel(ty: Q, raw: np.ndarray, x: np.ndarray) -> None:
-    """matmul (and matvec on each row) == exact integer path (tight) and ~= dequantize(raw) @ x (bounded)."""
+    """matmul (and matvec on each row) == llama.cpp's float order where GGML_ORDER has it, == exact integer path
+    (tight) and ~= dequantize(raw) @ x (bounded)."""
     fmt = FORMATS[ty]
     packed = fmt.repack(raw)
     y = fmt.matmul(packed, x)                                             # (T, rows)
     exact, scale = exact_matmul(ty, raw, x)
     assert y.shape == exact.shape and y.dtype == np.float32
+    if ty in GGML_ORDER:                 # llama.cpp's float order, bit for bit; its roundings scale with the lanes
+        ordered, scale = GGML_ORDER[ty](raw, x)
+        np.testing.assert_array_equal(y, ordered)
     err = np.abs(y - exact)
     assert np.all(err <= 1e-5 * scale + 1e-30), np.max(err / (scale + 1e-30))
     for n in range(x.shape[0]):
@@ -223,22 +258,29 @@ def check_concat(ty: Q, raws: list[np.ndarray], x: np.ndarray) -> None:
 def check_vector_code(ty: Q, raw: np.ndarray) -> None:
     """Recompile the kernel without the on-disk cache (cached code cannot be inspected) and check that LLVM
     vectorized the integer dot product: 16-bit multiply-adds (vpmaddwd / VNNI vpdpwssd) on zmm or ymm, and no
-    64-bit multiplies (a sign that an int32 wrap is missing somewhere). Compiled serially (prange runs as
-    range; the inlined tile / block loops are the same code) because the parallel build takes twice as long."""
+    64-bit multiplies (a sign that an int32 wrap is missing somewhere); kernels in llama.cpp's float order
+    (GGML_ORDER) must also keep the 64 rows in zmm lanes for their fused multiply-adds. Compiled serially (prange
+    runs as range; the inlined tile / block loops are the same code) because the parallel build takes twice as
+    long. ``GROUPED`` kernels take the per-token gemm flags (here: none) before ``out``."""
     fmt = FORMATS[ty]
     packed = fmt.repack(raw)
     options = {k: v for k, v in fmt._matmul.targetoptions.items() if k not in ("cache", "nopython", "parallel")}
     fresh = numba.njit(**options)(fmt._matmul.py_func)
     cols = raw.shape[1] // GGML_QUANT_SIZES[ty][1] * 256
-    fresh(*packed[1:], np.ones((1, cols), np.float32), np.empty((1, packed.rows), np.float32), 1)
+    grouped = (np.zeros(1, np.bool_),) if getattr(fmt, "GROUPED", False) else ()
+    fresh(*packed[1:], np.ones((1, cols), np.float32), *grouped, np.empty((1, packed.rows), np.float32), 1)
     asm = "".join(fresh.inspect_asm().values())
-    assert re.search(r"\bvp(maddwd|dpwssd)\b[^\n]*[yz]mm", asm), "no vector integer multiply-add in the kernel"
+    lanes = "zmm" if ty in GGML_ORDER else "[yz]mm"
+    assert re.search(rf"\bvp(maddwd|dpwssd)\b[^\n]*{lanes}", asm), "no vector integer multiply-add in the kernel"
     assert not re.search(r"\bvpmul(u)?dq\b", asm), "64-bit lanes in the kernel"
+    if ty in GGML_ORDER:
+        assert re.search(r"\bvfmadd\d+ps\b[^\n]*zmm", asm), "the fused multiply-adds are not vectorized"
 
 
 @pytest.fixture
 def kcheck() -> SimpleNamespace:
     return SimpleNamespace(
         random_blocks=random_blocks, activations=activations, twin=check_twin, take_rows=check_take_rows,
-        kernel=check_kernel, concat=check_concat, vector_code=check_vector_code,
+        kernel=check_kernel, concat=check_concat, vector_code=check_vector_code, ggml_order=GGML_ORDER,
+        integer_parts=integer_parts,
     )
