@@ -7,10 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.gguf import GGUFError, GGUFFile
-from engine.lora import apply_lora
-from engine.models import from_gguf
-from engine.tokenizer import Tokenizer
+from engine.jit_cache import drop_stale_kernels
+
+drop_stale_kernels()   # before any module below compiles or loads a cached kernel
+
+from engine.gguf import GGUFError, GGUFFile  # noqa: E402
+from engine.lora import apply_lora  # noqa: E402
+from engine.models import from_gguf  # noqa: E402
+from engine.tokenizer import Tokenizer  # noqa: E402
 
 
 @dataclass

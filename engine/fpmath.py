@@ -14,8 +14,6 @@ except in double-rounding cases rarer than one in 2**29.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -58,18 +56,32 @@ def f32_bits(typingctx, x):
     return sig, codegen
 
 
+@intrinsic
+def f64_from_bits(typingctx, bits):
+    """The float64 whose IEEE bit pattern is the int64 ``bits``."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        value = context.cast(builder, args[0], signature.args[0], types.int64)
+        return builder.bitcast(value, ir.DoubleType())
+
+    return sig, codegen
+
+
 @njit(cache=True, nogil=True, inline="always")
 def expf(x: np.float32) -> np.float32:
-    """ggml_v_expf for one lane: exp(x) = 2**n · p(b), n = round(x / ln 2), b = x - n ln 2 (two-part ln 2)."""
+    """ggml_v_expf for one lane: exp(x) = 2**n · p(b), n = round(x / ln 2), b = x - n ln 2 (two-part ln 2).
+    Branch-free, so that loops over it vectorize."""
     x = np.float32(x)
     z = fma32(x, _LOG2E, _EXP_SHIFTER)
     n = z - _EXP_SHIFTER
-    if not abs(n) <= np.float32(192.0):         # overflow / underflow (and -inf): ggml blends in inf or 0
-        return np.float32(0.0) if n <= 0 else np.float32(np.inf)
     b = fma32(-n, _LN2_LO, fma32(-n, _LN2_HI, x))
     u = b * b
     j = fma32(fma32(fma32(_P5, b, _P4), u, fma32(_P3, b, _P2)), u, fma32(_P1, b, np.float32(1.0)))
-    return np.float32(math.ldexp(np.float64(j), int(n)))       # _mm512_scalef_ps: exact scaling, one rounding
+    in_range = abs(n) <= np.float32(192.0)      # else overflow / underflow (and -inf): ggml blends in inf or 0
+    k = np.int64(n) if in_range else np.int64(0)
+    scaled = np.float32(np.float64(j) * f64_from_bits((k + 1023) << 52))   # _mm512_scalef_ps: exact 2**n, one rounding
+    return scaled if in_range else (np.float32(0.0) if n <= 0 else np.float32(np.inf))
 
 
 @njit(cache=True, nogil=True, inline="always")

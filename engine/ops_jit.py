@@ -199,32 +199,38 @@ def _attend_one(q: np.ndarray, kt_cache: np.ndarray, v_cache: np.ndarray, first:
     count from cache position 0, as in llama.cpp's KV cache.
     """
     n_head, d = q.shape
-    group = n_head // kt_cache.shape[0]
+    n_kv = kt_cache.shape[0]
+    group = n_head // n_kv
     start = first // 16 * 16                                   # the first 16-position chunk that has a key
-    probs = np.zeros(end - start, np.float32)                  # positions start..end-1, masked ones stay 0
-    for h in range(n_head):
-        kv = h // group
-        _scores(q[h], kt_cache[kv], first, end, start, decode, probs)
-        _softmax(probs, first - start, np.float32(scale))
-        _weighted_values(probs, v_cache[kv], start, end, decode, out[h * d:(h + 1) * d])
+    probs = np.zeros((group, end - start), np.float32)         # positions start..end-1, masked ones stay 0
+    for kv in range(n_kv):                                     # the heads of a group share each K and V load
+        heads = q[kv * group:(kv + 1) * group]
+        _scores(heads, kt_cache[kv], first, end, start, decode, probs)
+        for g in range(group):
+            _softmax(probs[g], first - start, np.float32(scale))
+        _weighted_values(probs, v_cache[kv], start, end, decode, out[kv * group * d:(kv + 1) * group * d])
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _lane_row(i: int, decode: bool) -> int:
     """Row of the (4 accumulators · 16 lanes, 64) lane array that sums element i: lane i % 16 of
-    ggml_vec_dot_f16's accumulator (i // 16) % 4, or of tinyBLAS's single accumulator."""
+    ggml_vec_dot_f16's accumulator (i // 16) % 4, or of tinyBLAS's single accumulator (rows 0..15)."""
     return ((i // 16) % 4 if decode else 0) * 16 + i % 16
 
 
 @njit(cache=True, nogil=True)
-def _lane_sums(lanes: np.ndarray, n: int, out: np.ndarray) -> None:
-    """out[c] = _mm512_reduce_add_ps of column c's 16 lanes after GGML_F32x16_REDUCE's pairing
-    (acc0 + acc2) + (acc1 + acc3), for c < n; unused accumulators hold 0, so tinyBLAS's single accumulator
-    comes through unchanged. lanes (64, 64): row 16a + m is lane m of accumulator a."""
+def _lane_sums(lanes: np.ndarray, n: int, decode: bool, out: np.ndarray) -> None:
+    """out[c] = _mm512_reduce_add_ps of column c's 16 lanes, for c < n, after GGML_F32x16_REDUCE's pairing
+    (acc0 + acc2) + (acc1 + acc3) of ggml_vec_dot_f16's accumulators (``decode``), or of tinyBLAS's single one.
+    lanes (64, 64): row 16a + m is lane m of accumulator a."""
     v = np.empty((16, 64), np.float32)
     for m in range(16):
-        for c in range(n):
-            v[m, c] = (lanes[m, c] + lanes[32 + m, c]) + (lanes[16 + m, c] + lanes[48 + m, c])
+        if decode:
+            for c in range(n):
+                v[m, c] = (lanes[m, c] + lanes[32 + m, c]) + (lanes[16 + m, c] + lanes[48 + m, c])
+        else:
+            for c in range(n):
+                v[m, c] = lanes[m, c]
     for c in range(n):
         t0, t1, t2, t3 = v[0, c] + v[8, c], v[1, c] + v[9, c], v[2, c] + v[10, c], v[3, c] + v[11, c]
         t4, t5, t6, t7 = v[4, c] + v[12, c], v[5, c] + v[13, c], v[6, c] + v[14, c], v[7, c] + v[15, c]
@@ -232,17 +238,23 @@ def _lane_sums(lanes: np.ndarray, n: int, out: np.ndarray) -> None:
 
 
 @njit(cache=True, nogil=True)
-def _scores(qh, keys_t, first, end, start, decode, probs):
-    """probs[s - start] = q·k_s for s in [first, end), 64 positions at a time in the vector lanes."""
-    lanes = np.empty((64, 64), np.float32)
+def _scores(heads, keys_t, first, end, start, decode, probs):
+    """probs[g, s - start] = q_g·k_s for the group's heads (group, d) and s in [first, end), 64 positions at a
+    time in the vector lanes."""
+    group, d = heads.shape
+    rows = 64 if decode else 16
+    lanes = np.empty((group, 64, 64), np.float32)
     for s0 in range(first, end, 64):
         n = min(64, end - s0)
-        lanes[:, :n] = 0.0
-        for i in range(qh.shape[0]):
-            qi, keys, acc = qh[i], keys_t[i, s0:s0 + n], lanes[_lane_row(i, decode)]
-            for c in range(n):             # 1-d row views: LLVM vectorizes these, not 2-d indexing
-                acc[c] = fma32(qi, keys[c], acc[c])
-        _lane_sums(lanes, n, probs[s0 - start:])
+        lanes[:, :rows, :n] = 0.0
+        for i in range(d):
+            keys, row = keys_t[i, s0:s0 + n], _lane_row(i, decode)
+            for g in range(group):
+                qi, acc = heads[g, i], lanes[g, row]
+                for c in range(n):             # 1-d row views: LLVM vectorizes these, not 2-d indexing
+                    acc[c] = fma32(qi, keys[c], acc[c])
+        for g in range(group):
+            _lane_sums(lanes[g], n, decode, probs[g, s0 - start:])
 
 
 @njit(cache=True, nogil=True)
@@ -269,14 +281,20 @@ def _softmax(w: np.ndarray, skip: int, scale: np.float32) -> None:
 
 @njit(cache=True, nogil=True)
 def _weighted_values(probs, values, start, end, decode, out):
-    """out (d,) = Σ_s probs[s - start] · v_s, position s summed into lane _lane_row(s)."""
-    d = out.shape[0]
-    lanes = np.empty((64, 64), np.float32)
+    """out (group · d,) = Σ_s probs[g, s - start] · v_s for each head g of the group, position s summed into lane
+    _lane_row(s)."""
+    group = probs.shape[0]
+    d = values.shape[1]
+    rows = 64 if decode else 16
+    lanes = np.empty((group, 64, 64), np.float32)
     for i0 in range(0, d, 64):
         n = min(64, d - i0)
-        lanes[:, :n] = 0.0
+        lanes[:, :rows, :n] = 0.0
         for s in range(start, end):
-            p, value, acc = probs[s - start], values[s, i0:i0 + n], lanes[_lane_row(s, decode)]
-            for c in range(n):
-                acc[c] = fma32(p, value[c], acc[c])
-        _lane_sums(lanes, n, out[i0:])
+            value, row = values[s, i0:i0 + n], _lane_row(s, decode)
+            for g in range(group):
+                p, acc = probs[g, s - start], lanes[g, row]
+                for c in range(n):
+                    acc[c] = fma32(p, value[c], acc[c])
+        for g in range(group):
+            _lane_sums(lanes[g], n, decode, out[g * d + i0:])
