@@ -44,8 +44,9 @@ class QTensor:
     def __call__(self, x: np.ndarray, grouped: np.ndarray | None = None) -> np.ndarray:
         """x (..., cols) -> (..., rows), e.g. (T, cols) -> (T, rows); one token takes the matvec path.
 
-        ``grouped`` (T,) bool marks the tokens llama.cpp's repacked gemm would compute (``gemm_groups``); only
-        formats whose float order depends on it (``GROUPED``: Q4_K) read it."""
+        ``grouped`` (T,) per-token path flags from ``gemm_groups`` (or a bool mask, read as GEMM4): only formats
+        whose float order depends on the path (``GROUPED``) read it, each its own bit (``GROUP_FLAG``, default
+        GEMM4): Q4_K the repacked gemm's groups of four, Q6_K the tiled matmul's runs of >= 8 tokens."""
         fmt = FORMATS[self.ggml_type]
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.shape[-1] != self.cols:
@@ -54,7 +55,7 @@ class QTensor:
             return fmt.matvec(self.packed, x)
         tokens = x.reshape(-1, self.cols)                                 # (T, cols)
         if grouped is not None and getattr(fmt, "GROUPED", False):
-            y = fmt.matmul(self.packed, tokens, grouped)
+            y = fmt.matmul(self.packed, tokens, (np.asarray(grouped) & getattr(fmt, "GROUP_FLAG", GEMM4)) != 0)
         elif len(tokens) == 1:
             y = fmt.matvec(self.packed, tokens[0])[None]
         else:
@@ -70,10 +71,19 @@ class QTensor:
         return _tiles.nbytes(self.packed)
 
 
+GEMM4 = 1   # gemm_groups flag: the token is in its run's leading whole groups of four (llama.cpp's repacked gemm)
+TILED = 2   # gemm_groups flag: its run has >= 8 tokens (llama.cpp's tiled K-quant matmul, for types it does not
+            # repack on x86: Q6_K; it tests the matmul's whole token count, ggml_tiled_min_batch)
+
+
 def gemm_groups(lengths: list[int]) -> np.ndarray:
-    """(Σ lengths,) bool: for each sequence's run of tokens in one forward call, the leading whole groups of four —
-    the tokens llama.cpp's repacked gemm computes (it gives the remaining len % 4 to its gemv)."""
-    return np.concatenate([np.arange(n) < n - n % 4 for n in lengths]) if lengths else np.zeros(0, np.bool_)
+    """(Σ lengths,) uint8 flags for each sequence's run of tokens in one forward call, as if llama.cpp computed
+    that run as one batch: GEMM4 for the leading whole groups of four (its repacked gemm gives the remaining
+    len % 4 to its gemv), TILED for every token of a run of at least q6_k.TILED_MIN (8) tokens."""
+    if not lengths:
+        return np.zeros(0, np.uint8)
+    flags = [(np.arange(n) < n - n % 4) * GEMM4 | (n >= q6_k.TILED_MIN) * TILED for n in lengths]
+    return np.concatenate(flags).astype(np.uint8)
 
 
 def _format(ggml_type: GGMLQuantizationType) -> ModuleType:

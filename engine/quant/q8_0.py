@@ -14,9 +14,10 @@ import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit, prange
 
-from engine.fpmath import fma32, hsum8
+from engine.fpmath import hsum8
 from engine.quant import _tiles
 from engine.quant.activations import quantize_q8
+from engine.quant.vnni import HAS_VNNI, lane_fma, lane_fma_loop
 
 TYPE = GGMLQuantizationType.Q8_0
 BLOCK, BLOCK_BYTES = GGML_QUANT_SIZES[TYPE]
@@ -24,17 +25,18 @@ BLOCK, BLOCK_BYTES = GGML_QUANT_SIZES[TYPE]
 
 class Packed(NamedTuple):
     rows: int
-    qs: np.ndarray  # (n_tiles, nb, 32, 64) u8 = q + 128  | row-major fields: (rows, nb, 32)
+    qs: np.ndarray  # (n_tiles, nb, 8, 64) u32: bytes q + 128 of elements 4l..4l+3  | row-major: (rows, nb, 8)
     d: np.ndarray   # (n_tiles, nb, 64) f32     | (rows, nb)
 
 
 def _fields(raw: np.ndarray) -> Packed:
     b = _tiles.blocks(raw, BLOCK_BYTES)                                   # (rows, nb, 34)
-    return Packed(b.shape[0], b[..., 2:] ^ np.uint8(0x80), _tiles.f16(b[..., 0:2]))  # int8 q -> q + 128
+    u = np.ascontiguousarray(b[..., 2:] ^ np.uint8(0x80))                 # int8 q -> q + 128
+    return Packed(b.shape[0], u.view("<u4"), _tiles.f16(b[..., 0:2]))     # 4 bytes of one row per word
 
 
 def _values(f: Packed) -> np.ndarray:
-    q = (f.qs ^ np.uint8(0x80)).view(np.int8)
+    q = (np.ascontiguousarray(f.qs).view(np.uint8) ^ np.uint8(0x80)).view(np.int8)   # (rows, nb, 32)
     return (q.astype(np.float32) * f.d[..., None]).reshape(f.rows, -1)   # same float ops as gguf-py
 
 
@@ -59,35 +61,37 @@ def matvec(packed: Packed, x: np.ndarray) -> np.ndarray:
 
 
 def matmul(packed: Packed, x: np.ndarray) -> np.ndarray:
-    qy, dy, _, isum = quantize_q8(np.ascontiguousarray(x, dtype=np.float32))
+    qy, dy, _, _ = quantize_q8(np.ascontiguousarray(x, dtype=np.float32))
     out = np.empty((x.shape[0], packed.rows), np.float32)
-    _matmul(packed.qs, packed.d, qy, dy, isum, out, numba.get_num_threads())
+    _matmul(packed.qs, packed.d, qy, dy, out, numba.get_num_threads(), HAS_VNNI)
     return out
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _matmul(qs, d, qy, dy, isum, out, n_threads):
+def _matmul(qs, d, qy, dy, out, n_threads, vnni):
     """out (T, rows) = W x^T from the 8-bit blocks of x; each thread takes one contiguous range of tiles.
 
-    qs (n_tiles, nb, 32, 64) u8, d (n_tiles, nb, 64) f32; qy (T, cols) i8, dy (T, nb) f32.
+    qs (n_tiles, nb, 8, 64) u32, d (n_tiles, nb, 64) f32; qy (T, cols) i8, dy (T, nb) f32.
     """
     nt = qs.shape[0]
     n_chunks = min(n_threads, nt)
+    y_words = qy.view(np.int32)                                  # (T, cols / 4): 4 activations per word
     for c in prange(n_chunks):
         acc = np.empty((8, 8, 64), np.float32)  # (tokens of a micro-batch, ggml's 8 float lanes, rows)
         dd = np.empty(64, np.float32)
         for t in range(c * nt // n_chunks, (c + 1) * nt // n_chunks):
-            _tile(qs, d, qy, dy, t, out, acc, dd)
+            _tile(qs, d, qy, y_words, dy, t, out, acc, dd, vnni)
 
 
 @njit(cache=True, inline="always")
-def _tile(qs, d, qy, dy, t, out, acc, dd):
+def _tile(qs, d, qy, y_words, dy, t, out, acc, dd, vnni):
     """Rows 64t..64t+63 for every token, 8 tokens at a time so that a block's 2 KiB of weights stays in L1
     across them, in the float order of ggml's vec_dot_q8_0_q8_0 (and of its tinyBLAS Q8_0 path, the same
     arithmetic): float lane l adds fma(d·dy, integer dot of block elements 4l..4l+3) once per block, hsum8 at
     the end. The integer dot of u = q + 128 subtracts 128 · (sum of the four y). No fastmath."""
     nb = qs.shape[1]
     nr = min(64, out.shape[1] - t * 64)
+    words, lanes = qs.reshape(-1), acc.reshape(-1)
     for n0 in range(0, qy.shape[0], 8):
         nn = min(8, qy.shape[0] - n0)
         acc[:nn] = 0.0
@@ -101,12 +105,12 @@ def _tile(qs, d, qy, dy, t, out, acc, dd):
                     y0, y1 = np.int32(qy[n, o]), np.int32(qy[n, o + 1])
                     y2, y3 = np.int32(qy[n, o + 2]), np.int32(qy[n, o + 3])
                     off = np.int32(128 * (y0 + y1 + y2 + y3))
-                    j = 4 * lane
-                    a = acc[n - n0, lane]
-                    for r in range(64):
-                        dot = np.int32(np.int32(qs[t, b, j, r]) * y0 + np.int32(qs[t, b, j + 1, r]) * y1
-                                       + np.int32(qs[t, b, j + 2, r]) * y2 + np.int32(qs[t, b, j + 3, r]) * y3)
-                        a[r] = fma32(dd[r], np.float32(np.int32(dot - off)), a[r])
+                    w_at, acc_at = np.int64(((t * nb + b) * 8 + lane) * 64), np.int64(((n - n0) * 8 + lane) * 64)
+                    if vnni:
+                        lane_fma(words, w_at, np.int32(-1), np.int32(0), y_words[n, b * 8 + lane], off, dd, lanes,
+                                 acc_at)
+                    else:
+                        lane_fma_loop(words, w_at, np.int32(-1), np.int32(0), y0, y1, y2, y3, off, dd, lanes, acc_at)
         for n in range(nn):
             a = acc[n]
             for r in range(nr):

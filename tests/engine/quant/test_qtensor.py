@@ -151,15 +151,21 @@ def test_one_compiled_signature_per_kernel(qcheck, rng):
 
 
 @pytest.mark.parametrize("ty", [Q.Q4_1, Q.Q8_0])
-def test_hot_kernels_use_avx512_integer_dot_products(qcheck, rng, ty):
-    """Recompile the kernel without the on-disk cache (cached code cannot be inspected) and check that LLVM
-    vectorized the integer dot product: 16-bit multiply-adds (vpmaddwd / VNNI vpdpwssd) on zmm registers."""
+@pytest.mark.parametrize("vnni", [True, False])
+def test_hot_kernels_use_avx512_integer_dot_products(qcheck, rng, ty, vnni):
+    """Recompile the kernel without the on-disk cache (cached code cannot be inspected) and check the integer dot
+    product's machine code: VNNI vpdpbusd on zmm registers, or (the path for CPUs without VNNI) LLVM's vectorized
+    int32 multiplies / multiply-adds; both paths give the same bits."""
     fmt = FORMATS[ty]
     _, w = weight(qcheck, rng, ty, 64, 64)
     options = {k: v for k, v in fmt._matmul.targetoptions.items() if k not in ("cache", "nopython")}
     fresh = numba.njit(**options)(fmt._matmul.py_func)
-    qy, dy, sy, isum = quantize_q8(np.ones((1, 64), np.float32))
-    acts = (qy, dy, sy) if ty == Q.Q4_1 else (qy, dy, isum)
-    fresh(*w.packed[1:], *acts, np.empty((1, 64), np.float32), 1)
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    qy, dy, sy, _ = quantize_q8(x)
+    acts = (qy, dy, sy) if ty == Q.Q4_1 else (qy, dy)
+    out = np.empty((3, 64), np.float32)
+    fresh(*w.packed[1:], *acts, out, 1, vnni)
+    np.testing.assert_array_equal(out, w(x))
     asm = "".join(fresh.inspect_asm().values())
-    assert re.search(r"\bvp(maddwd|dpwssd)\b[^\n]*zmm", asm), "no zmm integer multiply-add in the kernel"
+    wanted = r"\bvpdpbusd\b[^\n]*zmm" if vnni else r"\bvp(maddwd|dpwssd|mulld|muldq)\b[^\n]*zmm"
+    assert re.search(wanted, asm), f"no zmm integer dot product ({wanted}) in the kernel"

@@ -6,8 +6,8 @@ chosen fp16 d / dmin, or real tensors of the gemma3 file; gguf-py's ``dequantize
 reference here decodes the GGUF bytes on its own, transcribing ggml's ``dequantize_row_q*_K`` loops (not the
 engine's vectorized decoders), and only relies on engine.quant.q8_k's NumPy twin for the activation blocks
 (which test_q8_k.py pins to the Numba quantizer bit for bit). Kernels listed in ``GGML_ORDER`` (Q6_K) must
-also equal a NumPy twin of llama.cpp's float summation order bit for bit (built on the same integer reference
-and engine.fpmath's NumPy twins of fma / hsum_float_8).
+also equal NumPy twins of llama.cpp's float summation orders bit for bit (vec_dot under 8 tokens, the tiled
+matmul from 8 on; built on the same integer reference and engine.fpmath's NumPy twins of fma / hsum_float_8).
 """
 
 from __future__ import annotations
@@ -193,7 +193,36 @@ def ggml_order_q6k(raw: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return fpmath.hsum8_np(acc), scale
 
 
-GGML_ORDER = {Q.Q6_K: ggml_order_q6k}   # kernels that keep llama.cpp's float summation order bit for bit
+def ggml_tiled_q6k(raw: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy twin of the float order of llama.cpp's tiled K-quant matmul on Q6_K (ggml-cpu/tiled, its AVX512-VNNI
+    microtile, taken for matmuls of >= 8 tokens) (T, rows), and the scale of its rounding error (T, rows).
+
+    Per super-block the whole integer sum isum = Σ sc · q · yq (signed q: the same integer as the kernel's unsigned
+    q with the -32 · bsums correction), then acc = fma(float32(isum) · d, dy, acc) from super-block 0 on."""
+    d, _, sc, _, q = integer_parts(Q.Q6_K, raw)
+    qy, dy, _ = quantize_q8k_reference(x)
+    T, nb = dy.shape
+    w = q * np.repeat(sc, 16, axis=-1)                                  # (rows, nb, 256)
+    isum = np.einsum("rbe,nbe->nrb", w, qy.reshape(T, nb, 256).astype(np.int64))  # (T, rows, nb)
+    acc = np.zeros((T, w.shape[0]), np.float32)
+    scale = np.zeros((T, w.shape[0]))
+    for b in range(nb):
+        term = isum[:, :, b].astype(np.float32) * d[None, :, b]         # f32 product, rounded
+        acc = fpmath.fma_np(term, dy[:, None, b], acc)
+        scale += np.abs(term.astype(np.float64) * dy[:, None, b])
+    return acc, scale
+
+
+def q6k_order(raw: np.ndarray, x: np.ndarray, grouped: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """llama.cpp's Q6_K bits for a batch x (T, cols): the tiled order for the ``grouped`` tokens (default: all of
+    them when T >= 8, as llama.cpp does for one batch of T tokens), vec_dot's for the others."""
+    T = x.shape[0]
+    grouped = np.full(T, T >= 8) if grouped is None else np.asarray(grouped, np.bool_)
+    (vec, vec_scale), (tiled, tiled_scale) = ggml_order_q6k(raw, x), ggml_tiled_q6k(raw, x)
+    return np.where(grouped[:, None], tiled, vec), np.where(grouped[:, None], tiled_scale, vec_scale)
+
+
+GGML_ORDER = {Q.Q6_K: q6k_order}   # kernels that keep llama.cpp's float summation order bit for bit
 
 
 def activation_error_bound(ty: Q, raw: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -235,10 +264,15 @@ def check_kernel(ty: Q, raw: np.ndarray, x: np.ndarray) -> None:
     if ty in GGML_ORDER:                 # llama.cpp's float order, bit for bit; its roundings scale with the lanes
         ordered, scale = GGML_ORDER[ty](raw, x)
         np.testing.assert_array_equal(y, ordered)
+        if getattr(fmt, "GROUPED", False):   # each token in either path, whatever the batch size
+            mixed = np.arange(len(x)) % 3 == 1
+            for grouped in (mixed, ~mixed):
+                np.testing.assert_array_equal(fmt.matmul(packed, x, grouped), GGML_ORDER[ty](raw, x, grouped)[0])
     err = np.abs(y - exact)
     assert np.all(err <= 1e-5 * scale + 1e-30), np.max(err / (scale + 1e-30))
+    lone = fmt.matmul(packed, x, np.zeros(len(x), np.bool_)) if getattr(fmt, "GROUPED", False) else y
     for n in range(x.shape[0]):
-        np.testing.assert_array_equal(fmt.matvec(packed, x[n]), y[n])  # same kernel, same bits
+        np.testing.assert_array_equal(fmt.matvec(packed, x[n]), lone[n])  # same kernel and path, same bits
     y_float = x.astype(np.float64) @ gguf.quants.dequantize(raw, ty).astype(np.float64).T
     assert np.all(np.abs(y - y_float) <= activation_error_bound(ty, raw, x))
 
@@ -282,5 +316,5 @@ def kcheck() -> SimpleNamespace:
     return SimpleNamespace(
         random_blocks=random_blocks, activations=activations, twin=check_twin, take_rows=check_take_rows,
         kernel=check_kernel, concat=check_concat, vector_code=check_vector_code, ggml_order=GGML_ORDER,
-        integer_parts=integer_parts,
+        integer_parts=integer_parts, q6k_vec_dot=ggml_order_q6k, q6k_tiled=ggml_tiled_q6k,
     )
