@@ -212,25 +212,14 @@ def _attend_one(q: np.ndarray, kt_cache: np.ndarray, v_cache: np.ndarray, first:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _lane_row(i: int, decode: bool) -> int:
-    """Row of the (4 accumulators · 16 lanes, 64) lane array that sums element i: lane i % 16 of
-    ggml_vec_dot_f16's accumulator (i // 16) % 4, or of tinyBLAS's single accumulator (rows 0..15)."""
-    return ((i // 16) % 4 if decode else 0) * 16 + i % 16
+def _acc_index(i: int, decode: bool) -> int:
+    """Which accumulator sums element i: ggml_vec_dot_f16 keeps 4 (64 values a step), tinyBLAS one."""
+    return (i // 16) % 4 if decode else 0
 
 
 @njit(cache=True, nogil=True)
-def _lane_sums(lanes: np.ndarray, n: int, decode: bool, out: np.ndarray) -> None:
-    """out[c] = _mm512_reduce_add_ps of column c's 16 lanes, for c < n, after GGML_F32x16_REDUCE's pairing
-    (acc0 + acc2) + (acc1 + acc3) of ggml_vec_dot_f16's accumulators (``decode``), or of tinyBLAS's single one.
-    lanes (64, 64): row 16a + m is lane m of accumulator a."""
-    v = np.empty((16, 64), np.float32)
-    for m in range(16):
-        if decode:
-            for c in range(n):
-                v[m, c] = (lanes[m, c] + lanes[32 + m, c]) + (lanes[16 + m, c] + lanes[48 + m, c])
-        else:
-            for c in range(n):
-                v[m, c] = lanes[m, c]
+def _reduce_lanes(v: np.ndarray, n: int, out: np.ndarray) -> None:
+    """out[c] = _mm512_reduce_add_ps of the 16 lanes v[:, c], for c < n (the tree of fpmath.reduce16)."""
     for c in range(n):
         t0, t1, t2, t3 = v[0, c] + v[8, c], v[1, c] + v[9, c], v[2, c] + v[10, c], v[3, c] + v[11, c]
         t4, t5, t6, t7 = v[4, c] + v[12, c], v[5, c] + v[13, c], v[6, c] + v[14, c], v[7, c] + v[15, c]
@@ -240,21 +229,28 @@ def _lane_sums(lanes: np.ndarray, n: int, decode: bool, out: np.ndarray) -> None
 @njit(cache=True, nogil=True)
 def _scores(heads, keys_t, first, end, start, decode, probs):
     """probs[g, s - start] = q_g·k_s for the group's heads (group, d) and s in [first, end), 64 positions at a
-    time in the vector lanes."""
+    time in the vector lanes. Lane m of the dot sums elements m, m + 16, ... in order, each into accumulator
+    _acc_index(i); the accumulators combine as GGML_F32x16_REDUCE does, (a0 + a2) + (a1 + a3)."""
     group, d = heads.shape
-    rows = 64 if decode else 16
-    lanes = np.empty((group, 64, 64), np.float32)
+    acc = np.zeros((group, 4, 64), np.float32)               # accumulators 1..3 stay 0 unless decode
+    v = np.empty((group, 16, 64), np.float32)
+    used = 4 if decode else 1
     for s0 in range(first, end, 64):
         n = min(64, end - s0)
-        lanes[:, :rows, :n] = 0.0
-        for i in range(d):
-            keys, row = keys_t[i, s0:s0 + n], _lane_row(i, decode)
+        for m in range(16):
+            acc[:, :used, :n] = 0.0
+            for i in range(m, d, 16):
+                keys, a = keys_t[i, s0:s0 + n], _acc_index(i, decode)
+                for g in range(group):
+                    qi, row = heads[g, i], acc[g, a]
+                    for c in range(n):         # 1-d row views: LLVM vectorizes these, not 2-d indexing
+                        row[c] = fma32(qi, keys[c], row[c])
             for g in range(group):
-                qi, acc = heads[g, i], lanes[g, row]
-                for c in range(n):             # 1-d row views: LLVM vectorizes these, not 2-d indexing
-                    acc[c] = fma32(qi, keys[c], acc[c])
+                lanes, dst = acc[g], v[g, m]
+                for c in range(n):
+                    dst[c] = (lanes[0, c] + lanes[2, c]) + (lanes[1, c] + lanes[3, c])
         for g in range(group):
-            _lane_sums(lanes[g], n, decode, probs[g, s0 - start:])
+            _reduce_lanes(v[g], n, probs[g, s0 - start:])
 
 
 @njit(cache=True, nogil=True)
@@ -281,20 +277,26 @@ def _softmax(w: np.ndarray, skip: int, scale: np.float32) -> None:
 
 @njit(cache=True, nogil=True)
 def _weighted_values(probs, values, start, end, decode, out):
-    """out (group · d,) = Σ_s probs[g, s - start] · v_s for each head g of the group, position s summed into lane
-    _lane_row(s)."""
+    """out (group · d,) = Σ_s probs[g, s - start] · v_s for each head g of the group: position s goes to lane
+    s % 16 of accumulator _acc_index(s), in position order (chunks of 16 count from cache position 0)."""
     group = probs.shape[0]
     d = values.shape[1]
-    rows = 64 if decode else 16
-    lanes = np.empty((group, 64, 64), np.float32)
+    acc = np.zeros((group, 4, 64), np.float32)               # accumulators 1..3 stay 0 unless decode
+    v = np.empty((group, 16, 64), np.float32)
+    used = 4 if decode else 1
     for i0 in range(0, d, 64):
         n = min(64, d - i0)
-        lanes[:, :rows, :n] = 0.0
-        for s in range(start, end):
-            value, row = values[s, i0:i0 + n], _lane_row(s, decode)
+        for m in range(16):
+            acc[:, :used, :n] = 0.0
+            for s in range(start + (m - start) % 16, end, 16):
+                value, a = values[s, i0:i0 + n], _acc_index(s, decode)
+                for g in range(group):
+                    p, row = probs[g, s - start], acc[g, a]
+                    for c in range(n):
+                        row[c] = fma32(p, value[c], row[c])
             for g in range(group):
-                p, acc = probs[g, s - start], lanes[g, row]
+                lanes, dst = acc[g], v[g, m]
                 for c in range(n):
-                    acc[c] = fma32(p, value[c], acc[c])
+                    dst[c] = (lanes[0, c] + lanes[2, c]) + (lanes[1, c] + lanes[3, c])
         for g in range(group):
-            _lane_sums(lanes[g], n, decode, out[g * d + i0:])
+            _reduce_lanes(v[g], n, out[g * d + i0:])
