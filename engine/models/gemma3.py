@@ -131,8 +131,8 @@ class Gemma3:
 
     def forward_batch(self, segments: list[Segment]) -> np.ndarray:
         """Logits (n_segments, vocab) after each segment's last token; every segment extends its own cache."""
-        x = self.hidden_batch(segments)                                       # (ΣT, dim)
-        return self.logits(x[np.cumsum([len(s.tokens) for s in segments]) - 1])
+        last = np.cumsum([len(s.tokens) for s in segments]) - 1              # the rows that need logits
+        return self.logits(self.hidden_batch(segments, outputs=last))
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Output norm, tied head and optional soft-capping: (n, dim) -> (n, vocab)."""
@@ -144,8 +144,10 @@ class Gemma3:
         """Final hidden states (T, dim) of one sequence, before the output norm."""
         return self.hidden_batch([Segment(np.asarray(tokens), start_pos, cache)])
 
-    def hidden_batch(self, segments: list[Segment]) -> np.ndarray:
-        """Final hidden states (ΣT, dim) of the segments' tokens, concatenated in order."""
+    def hidden_batch(self, segments: list[Segment], outputs: np.ndarray | None = None) -> np.ndarray:
+        """Final hidden states (ΣT, dim) of the segments' tokens, concatenated in order; only rows ``outputs``
+        (n,) if given: as llama.cpp does (inp_out_ids), the last layer's feed-forward then runs on those rows
+        alone, each one a batch of its own for the kernels' float order."""
         cfg, eps = self.cfg, self.cfg.norm_eps
         for s in segments:
             s.cache.reserve(s.start_pos + len(s.tokens))
@@ -158,6 +160,8 @@ class Gemma3:
         for i, blk in enumerate(self.blocks):
             h = rms_norm(x, blk.attn_norm, eps)
             a = self.attention(i, blk, h, segments, *angles[cfg.swa_layers[i]], grouped)   # (ΣT, dim)
+            if outputs is not None and i == cfg.n_layer - 1:
+                x, a, grouped = x[outputs], a[outputs], gemm_groups([1] * len(outputs))
             x = x + rms_norm(a, blk.post_attention_norm, eps)
             h = rms_norm(x, blk.ffn_norm, eps)
             gate_up = matmul_parts(blk.ffn_gate_up, h, grouped)                     # (T, 2 · ffn_dim)

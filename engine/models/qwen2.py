@@ -113,16 +113,18 @@ class Qwen2:
         Several sequences decode together this way: their tokens share every weight read, only attention is
         per sequence.
         """
-        x = self.hidden_batch(segments)                                       # (ΣT, dim)
-        last = np.cumsum([len(s.tokens) for s in segments]) - 1              # only needed rows get the head
-        return self.output(rms_norm(x[last], self.output_norm, self.cfg.norm_eps))   # (n_segments, vocab)
+        last = np.cumsum([len(s.tokens) for s in segments]) - 1              # the rows that need logits
+        x = self.hidden_batch(segments, outputs=last)                         # (n_segments, dim)
+        return self.output(rms_norm(x, self.output_norm, self.cfg.norm_eps))   # (n_segments, vocab)
 
     def hidden(self, tokens: np.ndarray, start_pos: int, cache: KVCache) -> np.ndarray:
         """Final hidden states (T, dim) of one sequence, before the output norm."""
         return self.hidden_batch([Segment(np.asarray(tokens), start_pos, cache)])
 
-    def hidden_batch(self, segments: list[Segment]) -> np.ndarray:
-        """Final hidden states (ΣT, dim) of the segments' tokens, concatenated in order."""
+    def hidden_batch(self, segments: list[Segment], outputs: np.ndarray | None = None) -> np.ndarray:
+        """Final hidden states (ΣT, dim) of the segments' tokens, concatenated in order; only rows ``outputs``
+        (n,) if given: as llama.cpp does (inp_out_ids), the last layer's feed-forward then runs on those rows
+        alone, each one a batch of its own for the kernels' float order."""
         cfg = self.cfg
         for s in segments:
             s.cache.reserve(s.start_pos + len(s.tokens))
@@ -132,7 +134,10 @@ class Qwen2:
         x = self.token_embd.take_rows(np.concatenate([s.tokens for s in segments]))   # (ΣT, dim)
         for i, blk in enumerate(self.blocks):
             h = rms_norm(x, blk.attn_norm, cfg.norm_eps)
-            x = x + self.attention(i, blk, h, segments, cos, sin, grouped)
+            a = self.attention(i, blk, h, segments, cos, sin, grouped)        # (ΣT, dim)
+            if outputs is not None and i == cfg.n_layer - 1:
+                x, a, grouped = x[outputs], a[outputs], gemm_groups([1] * len(outputs))
+            x = x + a
             h = rms_norm(x, blk.ffn_norm, cfg.norm_eps)
             gate_up = matmul_parts(blk.ffn_gate_up, h, grouped)                           # (ΣT, 2 · ffn_dim)
             x = x + blk.ffn_down(silu_mul(gate_up, cfg.ffn_dim), grouped)
