@@ -73,6 +73,17 @@ def fit_prompt(tokens: list[int], n_ctx: int, num_keep: int) -> tuple[list[int],
     return kept, len(tokens) - len(kept)
 
 
+def reusable_prefix(shared: int, n_prompt: int, num_batch: int) -> int:
+    """How many cached prompt tokens to keep: the shared prefix, but when it covers the whole prompt (the same
+    request again), only up to the start of the prompt's last num_batch chunk. The kernels' float order depends on
+    how many tokens a forward call holds (as llama.cpp's does), so recomputing just the last prompt token would
+    give it other logits than the first time, and the same seed another text; recomputing the last chunk as a fresh
+    request chunks it gives the same bits."""
+    if shared < n_prompt:
+        return shared
+    return (n_prompt - 1) // num_batch * num_batch
+
+
 class Sequence:
     """One request's generation: prompt, sampler, stop strings, and the KV cache it writes."""
 
@@ -89,7 +100,7 @@ class Sequence:
         self.decoder, self.stops = StreamDecoder(tokenizer), StopMatcher(limits.stop)
         self.generated: list[int] = []
         self.done_reason: str | None = "length" if limits.num_predict == 0 else None
-        self.cached = min(cache.common_prefix(self.prompt), len(self.prompt) - 1)   # last token recomputed for logits
+        self.cached = reusable_prefix(cache.common_prefix(self.prompt), len(self.prompt), limits.num_batch)
         cache.truncate(self.cached)
         self.pending = self.prompt[self.cached:]
         self.started_ns = time.perf_counter_ns()

@@ -61,8 +61,19 @@ def test_prefix_of_an_earlier_request_is_reused(runner):
     first_tokens, first = _tokens(runner, prompt + "First question?")
     _, second = _tokens(runner, prompt + "Second question?")
     assert second.metrics.prompt_cached > 20
-    again_tokens, again = _tokens(runner, prompt + "First question?")
-    assert again_tokens == first_tokens and again.metrics.prompt_cached > 20
+
+
+def test_the_same_seeded_request_again_gives_the_same_text(runner):
+    """An exact repeat recomputes the prompt's last num_batch chunk as the first run chunked it (a forward call's
+    size decides the float order), so its logits, and a seeded draw, are the same; whole chunks are still reused."""
+    prompt = runner.tokenizer.encode("Tell me a long story about a lighthouse keeper and the sea. " * 3)
+    sampling = SamplingOptions(temperature=1.5, top_k=200, seed=99)
+    for limits in (Limits(num_predict=12), Limits(num_predict=12, num_batch=16)):
+        runs = [list(runner.generate(prompt, sampling, limits)) for _ in range(3)]
+        texts = [[s.token for s in steps if s.token is not None] for steps in runs]
+        assert texts[0] == texts[1] == texts[2]
+        cached = [steps[-1].metrics.prompt_cached for steps in runs[1:]]
+        assert cached == [(len(prompt) - 1) // limits.num_batch * limits.num_batch] * 2
 
 
 def test_closing_the_stream_cancels_and_frees_the_slot(runner):
