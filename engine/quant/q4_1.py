@@ -18,7 +18,7 @@ from numba import njit, prange
 from engine.fpmath import fma32, hsum8
 from engine.quant import _tiles
 from engine.quant.activations import quantize_q8
-from engine.quant.vnni import HAS_VNNI, lane_fma, lane_fma_loop
+from engine.quant.vnni import lane_fma
 
 TYPE = GGMLQuantizationType.Q4_1
 BLOCK, BLOCK_BYTES = GGML_QUANT_SIZES[TYPE]
@@ -66,12 +66,12 @@ def matvec(packed: Packed, x: np.ndarray) -> np.ndarray:
 def matmul(packed: Packed, x: np.ndarray) -> np.ndarray:
     qy, dy, sy, _ = quantize_q8(np.ascontiguousarray(x, dtype=np.float32))
     out = np.empty((x.shape[0], packed.rows), np.float32)
-    _matmul(packed.qs, packed.d, packed.m, qy, dy, sy, out, numba.get_num_threads(), HAS_VNNI)
+    _matmul(packed.qs, packed.d, packed.m, qy, dy, sy, out, numba.get_num_threads())
     return out
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _matmul(qs, d, m, qy, dy, sy, out, n_threads, vnni):
+def _matmul(qs, d, m, qy, dy, sy, out, n_threads):
     """out (T, rows) = W x^T from the 8-bit blocks of x; each thread takes one contiguous range of tiles.
 
     qs (n_tiles, nb, 4, 64) u32, d m (n_tiles, nb, 64) f32; qy (T, cols) i8, dy sy (T, nb) f32.
@@ -84,11 +84,11 @@ def _matmul(qs, d, m, qy, dy, sy, out, n_threads, vnni):
         mins = np.empty((8, 64), np.float32)
         dd = np.empty(64, np.float32)
         for t in range(c * nt // n_chunks, (c + 1) * nt // n_chunks):
-            _tile(qs, d, m, qy, y_words, dy, sy, t, out, acc, mins, dd, vnni)
+            _tile(qs, d, m, qy, y_words, dy, sy, t, out, acc, mins, dd)
 
 
 @njit(cache=True, inline="always")
-def _tile(qs, d, m, qy, y_words, dy, sy, t, out, acc, mins, dd, vnni):
+def _tile(qs, d, m, qy, y_words, dy, sy, t, out, acc, mins, dd):
     """Rows 64t..64t+63 for all tokens, 8 at a time so that a block's weights stay in L1 across them.
 
     The float arithmetic is ggml's AVX2 vec_dot_q4_1_q8_1, lane for lane: float lane l of a row adds, once per
@@ -111,13 +111,7 @@ def _tile(qs, d, m, qy, y_words, dy, sy, t, out, acc, mins, dd, vnni):
                 for lane in range(8):                   # lanes 0..3: low nibbles of word l; 4..7: high of l - 4
                     w_at = np.int64(((t * nb + b) * 4 + lane % 4) * 64)
                     shift, acc_at = np.int32(4 * (lane // 4)), np.int64(((n - n0) * 8 + lane) * 64)
-                    if vnni:
-                        lane_fma(words, w_at, nibbles, shift, y_words[n, b * 8 + lane], np.int32(0), dd, lanes,
-                                 acc_at)
-                    else:
-                        o = b * 32 + 4 * lane
-                        lane_fma_loop(words, w_at, nibbles, shift, np.int32(qy[n, o]), np.int32(qy[n, o + 1]),
-                                      np.int32(qy[n, o + 2]), np.int32(qy[n, o + 3]), np.int32(0), dd, lanes, acc_at)
+                    lane_fma(words, w_at, nibbles, shift, y_words[n, b * 8 + lane], np.int32(0), dd, lanes, acc_at)
         for n in range(nn):
             a = acc[n]
             for r in range(nr):

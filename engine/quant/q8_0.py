@@ -17,7 +17,7 @@ from numba import njit, prange
 from engine.fpmath import hsum8
 from engine.quant import _tiles
 from engine.quant.activations import quantize_q8
-from engine.quant.vnni import HAS_VNNI, lane_fma, lane_fma_loop
+from engine.quant.vnni import lane_fma
 
 TYPE = GGMLQuantizationType.Q8_0
 BLOCK, BLOCK_BYTES = GGML_QUANT_SIZES[TYPE]
@@ -63,12 +63,12 @@ def matvec(packed: Packed, x: np.ndarray) -> np.ndarray:
 def matmul(packed: Packed, x: np.ndarray) -> np.ndarray:
     qy, dy, _, _ = quantize_q8(np.ascontiguousarray(x, dtype=np.float32))
     out = np.empty((x.shape[0], packed.rows), np.float32)
-    _matmul(packed.qs, packed.d, qy, dy, out, numba.get_num_threads(), HAS_VNNI)
+    _matmul(packed.qs, packed.d, qy, dy, out, numba.get_num_threads())
     return out
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _matmul(qs, d, qy, dy, out, n_threads, vnni):
+def _matmul(qs, d, qy, dy, out, n_threads):
     """out (T, rows) = W x^T from the 8-bit blocks of x; each thread takes one contiguous range of tiles.
 
     qs (n_tiles, nb, 8, 64) u32, d (n_tiles, nb, 64) f32; qy (T, cols) i8, dy (T, nb) f32.
@@ -80,11 +80,11 @@ def _matmul(qs, d, qy, dy, out, n_threads, vnni):
         acc = np.empty((8, 8, 64), np.float32)  # (tokens of a micro-batch, ggml's 8 float lanes, rows)
         dd = np.empty(64, np.float32)
         for t in range(c * nt // n_chunks, (c + 1) * nt // n_chunks):
-            _tile(qs, d, qy, y_words, dy, t, out, acc, dd, vnni)
+            _tile(qs, d, qy, y_words, dy, t, out, acc, dd)
 
 
 @njit(cache=True, inline="always")
-def _tile(qs, d, qy, y_words, dy, t, out, acc, dd, vnni):
+def _tile(qs, d, qy, y_words, dy, t, out, acc, dd):
     """Rows 64t..64t+63 for every token, 8 tokens at a time so that a block's 2 KiB of weights stays in L1
     across them, in the float order of ggml's vec_dot_q8_0_q8_0 (and of its tinyBLAS Q8_0 path, the same
     arithmetic): float lane l adds fma(d·dy, integer dot of block elements 4l..4l+3) once per block, hsum8 at
@@ -102,15 +102,10 @@ def _tile(qs, d, qy, y_words, dy, t, out, acc, dd, vnni):
                     dd[r] = d[t, b, r] * dyn
                 for lane in range(8):
                     o = b * 32 + 4 * lane
-                    y0, y1 = np.int32(qy[n, o]), np.int32(qy[n, o + 1])
-                    y2, y3 = np.int32(qy[n, o + 2]), np.int32(qy[n, o + 3])
-                    off = np.int32(128 * (y0 + y1 + y2 + y3))
+                    off = np.int32(128 * (np.int32(qy[n, o]) + np.int32(qy[n, o + 1]) + np.int32(qy[n, o + 2])
+                                          + np.int32(qy[n, o + 3])))
                     w_at, acc_at = np.int64(((t * nb + b) * 8 + lane) * 64), np.int64(((n - n0) * 8 + lane) * 64)
-                    if vnni:
-                        lane_fma(words, w_at, np.int32(-1), np.int32(0), y_words[n, b * 8 + lane], off, dd, lanes,
-                                 acc_at)
-                    else:
-                        lane_fma_loop(words, w_at, np.int32(-1), np.int32(0), y0, y1, y2, y3, off, dd, lanes, acc_at)
+                    lane_fma(words, w_at, np.int32(-1), np.int32(0), y_words[n, b * 8 + lane], off, dd, lanes, acc_at)
         for n in range(nn):
             a = acc[n]
             for r in range(nr):
