@@ -73,15 +73,16 @@ def fit_prompt(tokens: list[int], n_ctx: int, num_keep: int) -> tuple[list[int],
     return kept, len(tokens) - len(kept)
 
 
-def reusable_prefix(shared: int, n_prompt: int, num_batch: int) -> int:
-    """How many cached prompt tokens to keep: the shared prefix, but when it covers the whole prompt (the same
-    request again), only up to the start of the prompt's last num_batch chunk. The kernels' float order depends on
-    how many tokens a forward call holds (as llama.cpp's does), so recomputing just the last prompt token would
-    give it other logits than the first time, and the same seed another text; recomputing the last chunk as a fresh
-    request chunks it gives the same bits."""
-    if shared < n_prompt:
+def reusable_prefix(cache: KVCache, prompt: list[int]) -> int:
+    """How many cached tokens a new request keeps: the shared prefix, but when it covers the whole prompt (the same
+    request again, or a conversation's history), only up to the start of the forward call that computed the prompt's
+    last token. The kernels' float order depends on a forward call's size (as llama.cpp's does), so recomputing just
+    that token would give it other logits than before, and the same seed another text; recomputing its whole call
+    gives the same bits."""
+    shared = cache.common_prefix(prompt)
+    if shared < len(prompt):
         return shared
-    return (n_prompt - 1) // num_batch * num_batch
+    return cache.chunk_start(len(prompt) - 1)
 
 
 class Sequence:
@@ -100,7 +101,7 @@ class Sequence:
         self.decoder, self.stops = StreamDecoder(tokenizer), StopMatcher(limits.stop)
         self.generated: list[int] = []
         self.done_reason: str | None = "length" if limits.num_predict == 0 else None
-        self.cached = reusable_prefix(cache.common_prefix(self.prompt), len(self.prompt), limits.num_batch)
+        self.cached = reusable_prefix(cache, self.prompt)
         cache.truncate(self.cached)
         self.pending = self.prompt[self.cached:]
         self.started_ns = time.perf_counter_ns()
@@ -125,7 +126,7 @@ class Sequence:
     def advance(self, segment: Segment, logits: np.ndarray) -> list[Step]:
         """Record that ``segment`` was computed; with the prompt complete, sample from ``logits``."""
         n = len(segment.tokens)
-        self.cache.tokens.extend(segment.tokens.tolist())
+        self.cache.extend(segment.tokens.tolist())
         self.pending = self.pending[n:]
         if self.pending:
             return []

@@ -26,6 +26,7 @@ class KVCache:
         self.kt = np.zeros((n_layer, n_kv_head, head_dim, 0), np.float32)
         self.v = np.zeros((n_layer, n_kv_head, 0, v_dim or head_dim), np.float32)
         self.tokens: list[int] = []                                   # token ids whose K/V are held, in order
+        self.chunk_starts: list[int] = []      # first position of each forward call that wrote here, ascending
 
     @property
     def k(self) -> np.ndarray:
@@ -59,9 +60,19 @@ class KVCache:
     def values(self, layer: int, end: int) -> np.ndarray:
         return self.v[layer, :, :end]
 
+    def extend(self, tokens: list[int]) -> None:
+        """Record that one forward call computed ``tokens`` at the next positions."""
+        self.chunk_starts.append(len(self.tokens))
+        self.tokens.extend(tokens)
+
     def truncate(self, n: int) -> None:
         """Forget every position from n on (their slots are simply overwritten later)."""
         del self.tokens[n:]
+        self.chunk_starts = [p for p in self.chunk_starts if p < n]
+
+    def chunk_start(self, position: int) -> int:
+        """Where the forward call that computed ``position`` began (0 if unknown)."""
+        return max((p for p in self.chunk_starts if p <= position), default=0)
 
     def common_prefix(self, tokens: list[int]) -> int:
         """How many leading tokens of ``tokens`` are already cached."""
@@ -83,6 +94,8 @@ class KVCache:
         self.kt[..., dst] = self.kt[..., src].copy()
         self.v[:, :, dst] = self.v[:, :, src].copy()
         del self.tokens[n_keep:n_keep + n_discard]
+        starts = [p for p in self.chunk_starts if p < n_keep] + [n_keep]
+        self.chunk_starts = starts + [p - n_discard for p in self.chunk_starts if p > n_keep + n_discard]
 
 
 @dataclass(frozen=True)
