@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.gguf import GGUFFile
-from engine.kv_cache import KVCache, Segment, segment_rows
+from engine.kv_cache import KVCache, Segment
 from engine.models._weights import load, load_fused, matmul_parts, vector
 from engine.ops import RopeTable, rope_neox
-from engine.ops_jit import attend, geglu, gelu_tanh, rms_norm
+from engine.ops_jit import attend_segments, geglu, gelu_tanh, rms_norm
 from engine.quant import QTensor, gemm_groups
 
 ARCH = "gemma3"
@@ -181,10 +181,7 @@ class Gemma3:
         q = rms_norm(q.reshape(-1, d), blk.attn_q_norm, eps).reshape(T, cfg.n_head, d)    # QK-norm per head
         k = rms_norm(k.reshape(-1, d), blk.attn_k_norm, eps).reshape(T, cfg.n_kv_head, d)
         window = cfg.sliding_window if cfg.swa_layers[layer] else 0
-        out = np.empty((T, n_q), np.float32)                                 # (T, n_head · d)
-        for rows, s in segment_rows(segments):   # RoPE (NeoX), cache write and windowed attention, per sequence
-            out[rows] = attend(q[rows], k[rows], v[rows], s.cache.kt[layer], s.cache.v[layer], s.start_pos,
-                               cos[rows], sin[rows], 1.0, window, True, q_scale=cfg.attn_scale)
+        out = attend_segments(q, k, v, segments, layer, cos, sin, 1.0, window, True, q_scale=cfg.attn_scale)
         return blk.attn_output(out, grouped)                                 # (T, dim)
 
     def rerotate_keys(self, cache: KVCache, start: int, end: int, delta: int) -> None:

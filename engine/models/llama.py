@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.gguf import GGUFFile
-from engine.kv_cache import KVCache, Segment, segment_rows
+from engine.kv_cache import KVCache, Segment
 from engine.models._weights import load, load_fused, matmul_parts, vector
 from engine.ops import RopeTable, rope_normal
-from engine.ops_jit import attend, rms_norm, silu_mul
+from engine.ops_jit import attend_segments, rms_norm, silu_mul
 from engine.quant import QTensor, gemm_groups
 
 ARCH = "llama"
@@ -145,10 +145,8 @@ class Llama:
         q = qkv[:, :n_q].reshape(T, cfg.n_head, d)                            # (T, n_head, d), before RoPE
         k = qkv[:, n_q:n_q + n_kv].reshape(T, cfg.n_kv_head, d)               # (T, n_kv, d)
         v = qkv[:, n_q + n_kv:].reshape(T, cfg.n_kv_head, d)                  # (T, n_kv, d)
-        out = np.empty((T, n_q), np.float32)                                  # (T, n_head · d)
-        for rows, s in segment_rows(segments):   # RoPE (adjacent pairs), cache write and attention, per sequence
-            out[rows] = attend(q[rows], k[rows], v[rows], s.cache.kt[layer], s.cache.v[layer], s.start_pos,
-                               cos[rows], sin[rows], np.float32(1.0) / np.sqrt(np.float32(d)), 0, False)
+        scale = np.float32(1.0) / np.sqrt(np.float32(d))
+        out = attend_segments(q, k, v, segments, layer, cos, sin, scale, 0, False)   # RoPE (adjacent pairs), cache
         return blk.attn_output(out, grouped)                                      # (T, dim)
 
     def rerotate_keys(self, cache: KVCache, start: int, end: int, delta: int) -> None:
