@@ -114,36 +114,3 @@ def test_geglu_equals_numpy_table_lookup_everywhere(rng):
     assert np.mean(_gelu_table()[used] == twin[used]) > 0.99
     # below about -1.5, 1 + tanh cancels and a 1-ulp tanhf difference becomes a few fp16 steps of a tiny value
     np.testing.assert_allclose(_gelu_table()[used], twin[used], rtol=2.0**-10, atol=2e-6)
-
-
-@pytest.mark.parametrize("neox, window, q_scale", [(False, 0, 1.0), (True, 6, 0.25)])
-def test_one_token_per_sequence_batch_equals_attend_per_sequence(rng, neox, window, q_scale):
-    """Several sequences each decoding one token share one threaded call; the same bits as one call each."""
-    from engine.kv_cache import Segment
-
-    n_head, n_kv, d, pasts = 6, 2, 32, [3, 17, 40, 9]
-    table = ops.RopeTable(d, 10000.0)
-
-    def caches():
-        out = []
-        for i, past in enumerate(pasts):
-            c = KVCache(2, n_kv, d, 64)
-            c.reserve(past + 1)
-            r = np.random.default_rng(i)
-            c.write(1, 0, r.standard_normal((past, n_kv, d)).astype(np.float32),
-                    r.standard_normal((past, n_kv, d)).astype(np.float32))
-            out.append(c)
-        return out
-
-    q = rng.standard_normal((len(pasts), n_head, d)).astype(np.float32)
-    k = rng.standard_normal((len(pasts), n_kv, d)).astype(np.float32)
-    v = rng.standard_normal((len(pasts), n_kv, d)).astype(np.float32)
-    cos, sin = table.angles(np.array(pasts))
-    batched_caches, single_caches = caches(), caches()
-    segments = [Segment(np.array([5]), p, c) for p, c in zip(pasts, batched_caches, strict=True)]
-    got = ops_jit.attend_segments(q, k, v, segments, 1, cos, sin, 0.2, window, neox, q_scale)
-    for i, (p, c) in enumerate(zip(pasts, single_caches, strict=True)):
-        want = ops_jit.attend(q[i:i + 1], k[i:i + 1], v[i:i + 1], c.kt[1], c.v[1], p, cos[i:i + 1], sin[i:i + 1],
-                              0.2, window, neox, q_scale)
-        np.testing.assert_array_equal(got[i], want[0])
-        np.testing.assert_array_equal(batched_caches[i].kt[1], c.kt[1])
