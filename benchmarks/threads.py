@@ -1,7 +1,7 @@
 """Decode speed through the Runner with fixed thread counts and with the measuring tuner (threads=0), on an idle
 machine and with one busy process beside it. Prints JSON lines: load, threads, decode_tok_s.
 
-    python benchmarks/threads.py [--model smollm2:135m] [--tokens 192]
+    python -m benchmarks.threads [--model smollm2:135m] [--tokens 192]
 """
 
 from __future__ import annotations
