@@ -1,9 +1,9 @@
 """Keep Numba's on-disk cache honest about helpers inlined across files.
 
 Numba keys a cached kernel on its own source file only. Kernels inline helpers from a few shared files (fpmath's
-fma/expf/sums, the activation quantizers), so after an edit there the cached machine code would silently keep the
-old arithmetic. Before any kernel compiles we hash those files and, if the hash differs from the one recorded
-beside the cache, drop every cached kernel of the engine.
+fma/expf/sums, the activation quantizers, the VNNI intrinsic), so after an edit there the cached machine code
+would silently keep the old arithmetic. Before any kernel compiles we hash those files and, if the hash differs from
+the one recorded beside the cache, drop every cached kernel of the engine.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-SHARED = ("fpmath.py", "quant/activations.py", "quant/q8_k.py")
+SHARED = ("fpmath.py", "quant/activations.py", "quant/q8_k.py", "quant/vnni.py")
 STAMP = ROOT / "__pycache__" / "jit-shared-helpers.sha256"
 
 
