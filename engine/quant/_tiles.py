@@ -48,11 +48,6 @@ def tile(fields: P) -> P:
     return type(fields)(fields[0], *(_tile_array(a) for a in fields[1:]))
 
 
-def tile_rows(raw: np.ndarray, fields: Callable[[np.ndarray], P], chunk_tiles: int = 64) -> P:
-    """``tile(fields(raw))`` computed a chunk of whole tiles at a time (see ``repack_rows``)."""
-    return repack_rows(lambda part: tile(fields(part)), raw, chunk_rows=chunk_tiles * TILE)
-
-
 def repack_rows(repack: Callable[[np.ndarray], P], raw: np.ndarray,
                 rows_done: Callable[[int, int], None] | None = None, chunk_rows: int = CHUNK_ROWS) -> P:
     """``repack(raw)`` computed ``chunk_rows`` rows at a time into preallocated result arrays, so that repacking a

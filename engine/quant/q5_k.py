@@ -54,7 +54,7 @@ def _values(f: Packed) -> np.ndarray:
 
 
 def repack(raw: np.ndarray) -> Packed:
-    return _tiles.tile_rows(raw, _fields)
+    return _tiles.tile(_fields(raw))
 
 
 def dequantize(raw: np.ndarray) -> np.ndarray:

@@ -39,13 +39,6 @@ def test_one_chunk_is_the_repack_itself():
     np.testing.assert_array_equal(packed.qs, q8_0.repack(raw).qs)
 
 
-def test_tile_rows_matches_tile_of_the_fields():
-    raw = random_rows(Q.Q8_0, 130, 96)                                     # 2 full tiles and 2 rows of a third
-    chunked = _tiles.tile_rows(raw, q8_0._fields, chunk_tiles=1)
-    for got, want in zip(chunked[1:], _tiles.tile(q8_0._fields(raw))[1:], strict=True):
-        np.testing.assert_array_equal(got, want)
-
-
 def test_arrays_without_rows_on_axis_0_are_refused():
     raw = random_rows(Q.F32, 130, 8)
 
