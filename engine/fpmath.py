@@ -5,6 +5,8 @@ the last bit, and the 8-bit activation quantization of the next matmul can turn 
 0.2 logit shift (README, "Notes on fidelity"). The kernels therefore keep ggml's order, built from these pieces:
 
 * ``fma32`` — one rounding for a*b + c (LLVM's llvm.fma.f32; x86 vfmadd); ``f32_bits`` — a float's bits;
+* ``f16_to_f32`` / ``f32_to_f16`` — IEEE half precision as uint16 bits (Numba has no float16 type), converted
+  exactly / rounded to nearest even like NumPy's astype; loops over them vectorize to vcvtph2ps / vcvtps2ph;
 * ``expf`` — ggml_v_expf, the polynomial exp its AVX-512 softmax and SiLU use (not libm's expf);
 * ``hsum8`` / ``reduce16`` — the horizontal sums of a __m256 (hsum_float_8) and a __m512 (_mm512_reduce_add_ps).
 
@@ -64,6 +66,30 @@ def f64_from_bits(typingctx, bits):
     def codegen(context, builder, signature, args):
         value = context.cast(builder, args[0], signature.args[0], types.int64)
         return builder.bitcast(value, ir.DoubleType())
+
+    return sig, codegen
+
+
+@intrinsic
+def f16_to_f32(typingctx, bits):
+    """The float32 equal to the half-precision float whose bits are the uint16 ``bits`` (exact)."""
+    sig = types.float32(types.uint16)
+
+    def codegen(context, builder, signature, args):
+        half = builder.bitcast(context.cast(builder, args[0], signature.args[0], types.uint16), ir.HalfType())
+        return builder.fpext(half, ir.FloatType())
+
+    return sig, codegen
+
+
+@intrinsic
+def f32_to_f16(typingctx, x):
+    """The bits (uint16) of float32 ``x`` rounded to half precision, nearest even (as ``astype(np.float16)``)."""
+    sig = types.uint16(types.float32)
+
+    def codegen(context, builder, signature, args):
+        value = context.cast(builder, args[0], signature.args[0], types.float32)
+        return builder.bitcast(builder.fptrunc(value, ir.HalfType()), ir.IntType(16))
 
     return sig, codegen
 

@@ -60,3 +60,34 @@ def test_reductions_follow_the_simd_trees():
     lanes = np.arange(8, dtype=np.float32) * np.float32(0.1)
     assert fpmath.hsum8_np(lanes) == ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5])
                                                                                        + (lanes[3] + lanes[7]))
+
+
+@njit
+def _halves_to_floats(bits):
+    out = np.empty(bits.size, np.float32)
+    for i in range(bits.size):
+        out[i] = fpmath.f16_to_f32(bits[i])
+    return out
+
+
+@njit
+def _floats_to_halves(x):
+    out = np.empty(x.size, np.uint16)
+    for i in range(x.size):
+        out[i] = fpmath.f32_to_f16(x[i])
+    return out
+
+
+def test_f16_conversions_match_numpy_on_every_half_and_on_rounding_cases():
+    every_half = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    want = every_half.view(np.float16).astype(np.float32)
+    got = _halves_to_floats(every_half)
+    numbers = ~np.isnan(want)                              # signalling NaNs come back quiet: still NaN
+    np.testing.assert_array_equal(got[numbers].view(np.uint32), want[numbers].view(np.uint32))   # -0 included
+    assert np.isnan(got[~numbers]).all()
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.standard_normal(20000).astype(np.float32) * 1000,
+                        rng.standard_normal(20000).astype(np.float32) * 1e-6,      # subnormal halves
+                        np.float32([65504, 65520, 1e9, -1e9, 0.0, -0.0, np.inf, -np.inf]),
+                        (np.arange(2048, dtype=np.float32) + 0.5)])                # exact ties round to even
+    np.testing.assert_array_equal(_floats_to_halves(x), x.astype(np.float16).view(np.uint16))
