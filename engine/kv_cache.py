@@ -11,27 +11,27 @@ _GROW_STEP = 256   # positions allocated at a time, so a large num_ctx costs mem
 
 
 class KVCache:
-    """K and V of every layer, K stored after RoPE.
+    """K and V of every layer, K stored after RoPE, in float16 as llama.cpp's default cache holds them.
 
-    Values are rounded to float16 on write, as llama.cpp's default f16 cache holds them, but kept in float32 arrays:
-    NumPy converts f16 slowly, and attention reads the whole cache every token. K is stored transposed,
-    ``kt`` (n_layer, n_kv_head, head_dim, capacity), so that a query's scores against consecutive positions are
-    contiguous (vector lanes) in the attention kernel; ``k`` is the same data seen as (n_layer, n_kv_head, capacity,
-    head_dim). V is (n_layer, n_kv_head, capacity, v_dim).
+    The arrays hold the halves' bits as uint16 (Numba has no float16 type; its kernels convert with
+    engine.fpmath.f16_to_f32), and ``k`` / ``keys`` / ``values`` give float16 views for NumPy code. K is stored
+    transposed, ``kt`` (n_layer, n_kv_head, head_dim, capacity), so that a query's scores against consecutive
+    positions are contiguous (vector lanes) in the attention kernel; ``k`` is the same data seen as (n_layer,
+    n_kv_head, capacity, head_dim). V is (n_layer, n_kv_head, capacity, v_dim).
     """
 
     def __init__(self, n_layer: int, n_kv_head: int, head_dim: int, n_ctx: int, v_dim: int | None = None) -> None:
         self.n_ctx = n_ctx
         self.shape = (n_layer, n_kv_head, head_dim, v_dim or head_dim)
-        self.kt = np.zeros((n_layer, n_kv_head, head_dim, 0), np.float32)
-        self.v = np.zeros((n_layer, n_kv_head, 0, v_dim or head_dim), np.float32)
+        self.kt = np.zeros((n_layer, n_kv_head, head_dim, 0), np.uint16)
+        self.v = np.zeros((n_layer, n_kv_head, 0, v_dim or head_dim), np.uint16)
         self.tokens: list[int] = []                                   # token ids whose K/V are held, in order
         self.chunk_starts: list[int] = []      # first position of each forward call that wrote here, ascending
 
     @property
     def k(self) -> np.ndarray:
-        """K as (n_layer, n_kv_head, capacity, head_dim): a view of ``kt``, writable."""
-        return self.kt.transpose(0, 1, 3, 2)
+        """K as float16 (n_layer, n_kv_head, capacity, head_dim): a view of ``kt``, writable."""
+        return self.kt.view(np.float16).transpose(0, 1, 3, 2)
 
     @property
     def length(self) -> int:
@@ -52,13 +52,13 @@ class KVCache:
         """Store k/v (T, n_kv_head, d) at positions [start_pos, start_pos + T)."""
         end = start_pos + k.shape[0]
         self.k[layer, :, start_pos:end] = k.transpose(1, 0, 2).astype(np.float16)
-        self.v[layer, :, start_pos:end] = v.transpose(1, 0, 2).astype(np.float16)
+        self.v[layer, :, start_pos:end] = v.transpose(1, 0, 2).astype(np.float16).view(np.uint16)
 
     def keys(self, layer: int, end: int) -> np.ndarray:
         return self.k[layer, :, :end]                                 # (n_kv_head, end, d)
 
     def values(self, layer: int, end: int) -> np.ndarray:
-        return self.v[layer, :, :end]
+        return self.v[layer, :, :end].view(np.float16)
 
     def extend(self, tokens: list[int]) -> None:
         """Record that one forward call computed ``tokens`` at the next positions."""

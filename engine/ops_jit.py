@@ -11,9 +11,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from engine.fpmath import expf, f32_bits, fma32, reduce16
+from engine.fpmath import expf, f16_to_f32, f32_bits, f32_to_f16, fma32, reduce16
 from engine.kv_cache import Segment, segment_rows
-from engine.quant.activations import fp16_round
 
 
 @njit(cache=True, nogil=True)
@@ -104,16 +103,10 @@ def rope_angles(size: int, n_rot: int, base: float, freq_scale: float) -> tuple[
 
 @njit(cache=True, nogil=True)
 def round_f16(x: np.ndarray) -> None:
-    """Round a contiguous f32 array in place to the nearest fp16 values (round half to even), as
-    ``x.astype(np.float16)`` would; bit arithmetic for the normal range, fp16_round for the rest."""
+    """Round a contiguous f32 array in place to the nearest fp16 values, as ``x.astype(np.float16)`` would."""
     flat = x.reshape(-1)
-    bits = flat.view(np.uint32)
     for i in range(flat.size):
-        mag = bits[i] & 0x7FFFFFFF
-        if mag < 0x38800000 or mag >= 0x477FF000:         # below fp16's normal range, or rounds to inf / is NaN
-            flat[i] = fp16_round(flat[i])
-        else:                                               # drop 13 mantissa bits, ties to even
-            bits[i] = (bits[i] & 0x80000000) | ((mag + 0xFFF + ((mag >> 13) & 1)) & 0xFFFFE000)
+        flat[i] = f16_to_f32(f32_to_f16(flat[i]))
 
 
 @njit(cache=True, nogil=True)
@@ -149,8 +142,8 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, kt_cache: np.ndarray, v_
            start_pos: int, cos: np.ndarray, sin: np.ndarray, scale: float, window: int, neox: bool,
            q_scale: float = 1.0) -> np.ndarray:
     """T new tokens of one sequence: rotate q (T, n_head, d) and k (T, n_kv, d), store k/v at positions
-    [start_pos, start_pos + T) of the layer's cache (K transposed: kt_cache (n_kv, d, capacity); v_cache
-    (n_kv, capacity, d)) with f16 precision, and let each query attend causally (and within ``window`` if > 0)
+    [start_pos, start_pos + T) of the layer's cache (float16 bits as uint16, K transposed: kt_cache (n_kv, d,
+    capacity); v_cache (n_kv, capacity, d)), and let each query attend causally (and within ``window`` if > 0)
     over the cache, scores times ``scale``. Returns (T, n_head · d). ``q_scale`` multiplies the rotated queries
     first (gemma3 scales them there, before their f16 rounding, and attends with scale 1).
 
@@ -176,11 +169,12 @@ def _store(q: np.ndarray, k: np.ndarray, v: np.ndarray, kt_cache: np.ndarray, v_
     if q_scale != 1:
         q *= q_scale
     round_f16(q)                                                # llama.cpp's K·Q runs in f16
-    round_f16(k)                                                # its cache holds f16
-    round_f16(v)
-    for t in range(T):
-        kt_cache[:, :, start_pos + t] = k[t]
-        v_cache[:, start_pos + t, :] = v[t]
+    for t in range(T):                                          # its cache holds f16
+        for h in range(k.shape[1]):
+            for i in range(k.shape[2]):
+                kt_cache[h, i, start_pos + t] = f32_to_f16(k[t, h, i])
+            for i in range(v.shape[2]):
+                v_cache[h, start_pos + t, i] = f32_to_f16(v[t, h, i])
     return q
 
 
@@ -259,7 +253,7 @@ def _scores(heads, keys_t, first, end, start, decode, probs):
                 for g in range(group):
                     qi, row = heads[g, i], acc[g, a]
                     for c in range(n):         # 1-d row views: LLVM vectorizes these, not 2-d indexing
-                        row[c] = fma32(qi, keys[c], row[c])
+                        row[c] = fma32(qi, f16_to_f32(keys[c]), row[c])
             for g in range(group):
                 lanes, dst = acc[g], v[g, m]
                 for c in range(n):
@@ -308,7 +302,7 @@ def _weighted_values(probs, values, start, end, decode, out):
                 for g in range(group):
                     p, row = probs[g, s - start], acc[g, a]
                     for c in range(n):
-                        row[c] = fma32(p, value[c], row[c])
+                        row[c] = fma32(p, f16_to_f32(value[c]), row[c])
             for g in range(group):
                 lanes, dst = acc[g], v[g, m]
                 for c in range(n):
