@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+from numba.typed import List
 
 _GROW_STEP = 256   # positions allocated at a time, so a large num_ctx costs memory only when used
 
@@ -105,6 +107,28 @@ class Segment:
     tokens: np.ndarray           # (T,) token ids
     start_pos: int
     cache: KVCache
+
+
+class SegmentBatch:
+    """The segments of one forward call, their caches grown to hold the new positions."""
+
+    def __init__(self, segments: list[Segment]) -> None:
+        for s in segments:
+            s.cache.reserve(s.start_pos + len(s.tokens))
+        self.segments = segments
+        self.positions = np.concatenate([np.arange(s.start_pos, s.start_pos + len(s.tokens)) for s in segments])
+        self.lengths = [len(s.tokens) for s in segments]
+
+    @property
+    def decoding(self) -> bool:
+        """Several sequences, one new token each: the continuous-batching step."""
+        return len(self.segments) > 1 and max(self.lengths) == 1
+
+    @cached_property
+    def cache_arrays(self) -> tuple[List, List]:
+        """(kt, v) of every segment's cache, gathered once per call for kernels that attend all segments at once
+        (typed lists: one compiled kernel for any number of sequences)."""
+        return List([s.cache.kt for s in self.segments]), List([s.cache.v for s in self.segments])
 
 
 def segment_rows(segments: list[Segment]) -> Iterator[tuple[slice, Segment]]:

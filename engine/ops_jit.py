@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit, prange
 
 from engine.fpmath import expf, f16_to_f32, f32_bits, f32_to_f16, fma32, reduce16
-from engine.kv_cache import Segment, segment_rows
+from engine.kv_cache import SegmentBatch, segment_rows
 
 
 @njit(cache=True, nogil=True)
@@ -124,18 +124,31 @@ def _rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool) -> None
 PARALLEL_ROWS = 16    # a prompt chunk at least this long spreads its query rows over the kernel threads
 
 
-def attend_segments(q: np.ndarray, k: np.ndarray, v: np.ndarray, segments: list[Segment], layer: int,
+def attend_segments(q: np.ndarray, k: np.ndarray, v: np.ndarray, batch: SegmentBatch, layer: int,
                     cos: np.ndarray, sin: np.ndarray, scale: float, window: int, neox: bool,
                     q_scale: float = 1.0) -> np.ndarray:
     """``attend`` for every segment of a batch, each against its own cache: q (ΣT, n_head, d), k/v (ΣT, n_kv, d)
-    -> (ΣT, n_head · d). (One threaded call for all one-token segments measured 1.3× faster in-process, but made
-    the HTTP server's throughput erratic — OpenMP workers spinning against waitress's threads — so each sequence
-    still gets its own call.)"""
-    out = np.empty((q.shape[0], q.shape[1] * q.shape[2]), np.float32)
-    for rows, s in segment_rows(segments):
+    -> (ΣT, n_head · d). A decoding step (one token per segment) is one compiled call for all sequences: per
+    sequence it computes what ``attend`` would, without a Python round trip per sequence and layer."""
+    out = np.zeros((q.shape[0], q.shape[1] * q.shape[2]), np.float32)
+    if batch.decoding:
+        kts, vs = batch.cache_arrays
+        _attend_decoding(q, k, v, kts, vs, batch.positions, layer, cos, sin, np.float32(scale), window, neox,
+                         np.float32(q_scale), out)
+        return out
+    for rows, s in segment_rows(batch.segments):
         out[rows] = attend(q[rows], k[rows], v[rows], s.cache.kt[layer], s.cache.v[layer], s.start_pos,
                            cos[rows], sin[rows], scale, window, neox, q_scale)
     return out
+
+
+@njit(cache=True, nogil=True)
+def _attend_decoding(q, k, v, kts, vs, positions, layer, cos, sin, scale, window, neox, q_scale, out):
+    """Row i: one new token of sequence i at positions[i] against kts[i][layer] / vs[i][layer] (see attend)."""
+    for i in range(q.shape[0]):
+        kt_cache, v_cache, pos, row = kts[i][layer], vs[i][layer], positions[i], slice(i, i + 1)
+        qi = _store(q[row], k[row], v[row], kt_cache, v_cache, pos, cos[row], sin[row], neox, q_scale)
+        _attend_rows(qi, kt_cache, v_cache, pos, scale, window, out[row])
 
 
 def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, kt_cache: np.ndarray, v_cache: np.ndarray,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.gguf import GGUFFile
-from engine.kv_cache import KVCache, Segment
+from engine.kv_cache import KVCache, Segment, SegmentBatch
 from engine.models._weights import load, load_fused, matmul_parts, vector
 from engine.ops import RopeTable, rope_neox
 from engine.ops_jit import attend_segments, geglu, gelu_tanh, rms_norm
@@ -149,17 +149,15 @@ class Gemma3:
         (n,) if given: as llama.cpp does (inp_out_ids), the last layer's feed-forward then runs on those rows
         alone, each one a batch of its own for the kernels' float order."""
         cfg, eps = self.cfg, self.cfg.norm_eps
-        for s in segments:
-            s.cache.reserve(s.start_pos + len(s.tokens))
-        positions = np.concatenate([np.arange(s.start_pos, s.start_pos + len(s.tokens)) for s in segments])
-        angles = {True: self.rope_local.angles(positions),                   # sliding layers: (cos, sin),
-                  False: self.rope_global.angles(positions)}                  # each (ΣT, head_dim/2)
+        batch = SegmentBatch(segments)                                       # caches grown to fit
+        angles = {True: self.rope_local.angles(batch.positions),                      # sliding layers: (cos, sin),
+                  False: self.rope_global.angles(batch.positions)}                    # each (ΣT, head_dim/2)
         tokens = np.concatenate([s.tokens for s in segments])
-        grouped = gemm_groups([len(s.tokens) for s in segments])             # (ΣT,) see engine.quant.QTensor
+        grouped = gemm_groups(batch.lengths)                                          # (ΣT,) see engine.quant.QTensor
         x = self.token_embd.take_rows(tokens) * np.float32(np.sqrt(cfg.dim))  # (ΣT, dim)
         for i, blk in enumerate(self.blocks):
             h = rms_norm(x, blk.attn_norm, eps)
-            a = self.attention(i, blk, h, segments, *angles[cfg.swa_layers[i]], grouped)   # (ΣT, dim)
+            a = self.attention(i, blk, h, batch, *angles[cfg.swa_layers[i]], grouped)   # (ΣT, dim)
             if outputs is not None and i == cfg.n_layer - 1:
                 x, a, grouped = x[outputs], a[outputs], gemm_groups([1] * len(outputs))
             x = x + rms_norm(a, blk.post_attention_norm, eps)
@@ -169,7 +167,7 @@ class Gemma3:
             x = x + rms_norm(f, blk.post_ffw_norm, eps)
         return x
 
-    def attention(self, layer: int, blk: Gemma3Block, h: np.ndarray, segments: list[Segment],
+    def attention(self, layer: int, blk: Gemma3Block, h: np.ndarray, batch: SegmentBatch,
                   cos: np.ndarray, sin: np.ndarray, grouped: np.ndarray) -> np.ndarray:
         cfg, eps = self.cfg, self.cfg.norm_eps
         T, d = h.shape[0], cfg.head_dim
@@ -181,7 +179,7 @@ class Gemma3:
         q = rms_norm(q.reshape(-1, d), blk.attn_q_norm, eps).reshape(T, cfg.n_head, d)    # QK-norm per head
         k = rms_norm(k.reshape(-1, d), blk.attn_k_norm, eps).reshape(T, cfg.n_kv_head, d)
         window = cfg.sliding_window if cfg.swa_layers[layer] else 0
-        out = attend_segments(q, k, v, segments, layer, cos, sin, 1.0, window, True, q_scale=cfg.attn_scale)
+        out = attend_segments(q, k, v, batch, layer, cos, sin, 1.0, window, True, q_scale=cfg.attn_scale)
         return blk.attn_output(out, grouped)                                 # (T, dim)
 
     def rerotate_keys(self, cache: KVCache, start: int, end: int, delta: int) -> None:

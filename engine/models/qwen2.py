@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.gguf import GGUFError, GGUFFile
-from engine.kv_cache import KVCache, Segment
+from engine.kv_cache import KVCache, Segment, SegmentBatch
 from engine.models._weights import load, load_fused, matmul_parts, vector
 from engine.ops import RopeTable, rope_neox
 from engine.ops_jit import attend_segments, rms_norm, silu_mul
@@ -126,15 +126,13 @@ class Qwen2:
         (n,) if given: as llama.cpp does (inp_out_ids), the last layer's feed-forward then runs on those rows
         alone, each one a batch of its own for the kernels' float order."""
         cfg = self.cfg
-        for s in segments:
-            s.cache.reserve(s.start_pos + len(s.tokens))
-        positions = np.concatenate([np.arange(s.start_pos, s.start_pos + len(s.tokens)) for s in segments])
-        cos, sin = self.rope.angles(positions)                               # (ΣT, rope_dim/2)
-        grouped = gemm_groups([len(s.tokens) for s in segments])             # (ΣT,) see engine.quant.QTensor
+        batch = SegmentBatch(segments)                                       # caches grown to fit
+        cos, sin = self.rope.angles(batch.positions)                                  # (ΣT, rope_dim/2)
+        grouped = gemm_groups(batch.lengths)                                          # (ΣT,) see engine.quant.QTensor
         x = self.token_embd.take_rows(np.concatenate([s.tokens for s in segments]))   # (ΣT, dim)
         for i, blk in enumerate(self.blocks):
             h = rms_norm(x, blk.attn_norm, cfg.norm_eps)
-            a = self.attention(i, blk, h, segments, cos, sin, grouped)        # (ΣT, dim)
+            a = self.attention(i, blk, h, batch, cos, sin, grouped)        # (ΣT, dim)
             if outputs is not None and i == cfg.n_layer - 1:
                 x, a, grouped = x[outputs], a[outputs], gemm_groups([1] * len(outputs))
             x = x + a
@@ -143,7 +141,7 @@ class Qwen2:
             x = x + blk.ffn_down(silu_mul(gate_up, cfg.ffn_dim), grouped)
         return x
 
-    def attention(self, layer: int, blk: Qwen2Block, h: np.ndarray, segments: list[Segment],
+    def attention(self, layer: int, blk: Qwen2Block, h: np.ndarray, batch: SegmentBatch,
                   cos: np.ndarray, sin: np.ndarray, grouped: np.ndarray) -> np.ndarray:
         cfg = self.cfg
         T, d = h.shape[0], cfg.head_dim
@@ -153,7 +151,7 @@ class Qwen2:
         k = qkv[:, n_q:n_q + n_kv].reshape(T, cfg.n_kv_head, d)               # (T, n_kv, d)
         v = qkv[:, n_q + n_kv:].reshape(T, cfg.n_kv_head, d)                  # (T, n_kv, d)
         scale = np.float32(1.0) / np.sqrt(np.float32(d))
-        out = attend_segments(q, k, v, segments, layer, cos, sin, scale, 0, True)    # RoPE (NeoX halves), cache
+        out = attend_segments(q, k, v, batch, layer, cos, sin, scale, 0, True)    # RoPE (NeoX halves), cache
         return blk.attn_output(out, grouped)                                      # (T, dim)
 
     def rerotate_keys(self, cache: KVCache, start: int, end: int, delta: int) -> None:

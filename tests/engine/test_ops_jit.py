@@ -114,3 +114,38 @@ def test_geglu_equals_numpy_table_lookup_everywhere(rng):
     assert np.mean(_gelu_table()[used] == twin[used]) > 0.99
     # below about -1.5, 1 + tanh cancels and a 1-ulp tanhf difference becomes a few fp16 steps of a tiny value
     np.testing.assert_allclose(_gelu_table()[used], twin[used], rtol=2.0**-10, atol=2e-6)
+
+
+@pytest.mark.parametrize("neox, window", [(False, 0), (True, 4)])
+def test_decoding_step_attends_every_sequence_as_alone(rng, neox, window):
+    """A batch of one-token segments (one compiled call for all sequences) equals ``attend`` per sequence, bit for
+    bit, with cache lengths before and past the window."""
+    from engine.kv_cache import Segment, SegmentBatch
+
+    n_head, n_kv, d, n_layer, layer = 4, 2, 32, 3, 1
+    table = ops.RopeTable(d, 10000.0)
+    lengths = [9, 0, 3, 17]                                  # cached positions before the new token
+    q = rng.standard_normal((len(lengths), n_head, d)).astype(np.float32)
+    k = rng.standard_normal((len(lengths), n_kv, d)).astype(np.float32)
+    v = rng.standard_normal((len(lengths), n_kv, d)).astype(np.float32)
+    cos, sin = table.angles(np.array(lengths))
+
+    def filled_caches():
+        caches = [KVCache(n_layer, n_kv, d, 64) for _ in lengths]
+        for n, cache in zip(lengths, caches, strict=True):
+            cache.reserve(n + 1)                              # room for the new token
+            cache.write(layer, 0, *(np.random.default_rng(n).standard_normal((2, n, n_kv, d)).astype(np.float32)))
+        return caches
+
+    alone = filled_caches()
+    want = np.concatenate([ops_jit.attend(q[i:i + 1], k[i:i + 1], v[i:i + 1], c.kt[layer], c.v[layer], n,
+                                          cos[i:i + 1], sin[i:i + 1], 0.25, window, neox)
+                           for i, (n, c) in enumerate(zip(lengths, alone, strict=True))])
+    together = filled_caches()
+    batch = SegmentBatch([Segment(np.zeros(1, np.int64), n, c) for n, c in zip(lengths, together, strict=True)])
+    assert batch.decoding
+    got = ops_jit.attend_segments(q, k, v, batch, layer, cos, sin, 0.25, window, neox)
+    np.testing.assert_array_equal(got, want)
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(b.kt, a.kt)
+        np.testing.assert_array_equal(b.v, a.v)

@@ -101,3 +101,23 @@ def test_batched_segments_equal_separate_forwards(smollm2):
     ])
     for got, want in zip(together, alone, strict=True):
         assert np.argmax(got) == np.argmax(want) and _kl(want, got) < 2e-3
+
+
+def test_decoding_step_of_several_sequences_equals_each_alone_bit_for_bit(smollm2):
+    """One token per sequence (the continuous-batching step, one attention call for all) gives every sequence the
+    logits and cache entries it gets decoding alone, at different cache lengths."""
+    from engine.kv_cache import Segment
+
+    model = smollm2.model
+    prompts = [PROMPTS[1]["ids"], PROMPTS[3]["ids"], PROMPTS[5]["ids"]]
+    alone, together = [model.new_cache(64) for _ in prompts], [model.new_cache(64) for _ in prompts]
+    for p, a, t in zip(prompts, alone, together, strict=True):
+        model.forward(np.array(p[:-1]), 0, a)
+        model.forward(np.array(p[:-1]), 0, t)
+    want = [model.forward(np.array(p[-1:]), len(p) - 1, a) for p, a in zip(prompts, alone, strict=True)]
+    got = model.forward_batch([Segment(np.array(p[-1:]), len(p) - 1, t) for p, t in zip(prompts, together,
+                                                                                           strict=True)])
+    np.testing.assert_array_equal(got, np.stack(want))
+    for p, a, t in zip(prompts, alone, together, strict=True):
+        np.testing.assert_array_equal(t.kt[:, :, :, :len(p)], a.kt[:, :, :, :len(p)])
+        np.testing.assert_array_equal(t.v[:, :, :len(p)], a.v[:, :, :len(p)])
