@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 
 import engine
+from api import guard
 from api.config import Settings
 from api.errors import APIError, not_found, register_error_handlers
 from api.model_pool import ModelPool, ModelRecord, read_record
@@ -56,4 +57,6 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
     register_error_handlers(app)
+    guard.install(app, loopback=guard.is_loopback(settings.bind[0]), origins=settings.origins,
+                  api_key=settings.api_key)
     return app

