@@ -4,7 +4,7 @@ Each format describes a weight matrix by a ``Packed`` NamedTuple: first ``rows: 
 Q4_1 = (rows, qs, d, m). The same class is used in two layouts:
 
 * row-major *fields*, straight from the GGUF bytes: every array has the weight row on axis 0,
-  e.g. qs (rows, nb, 16) u8, d (rows, nb) f32, m (rows, nb) f32 (fp16 scales widened once);
+  e.g. qs (rows, nb, 4) u32, d (rows, nb) u16, m (rows, nb) u16 (fp16 bits; some formats widen them to f32);
 * *tiled*, what the kernels read: every array re-laid as (n_tiles, ..., 64): groups of 64 consecutive rows,
   row index innermost, padded with zero rows up to a multiple of 64. A kernel walks one tile and keeps its 64
   row accumulators in SIMD lanes, so every quant byte it loads feeds 64 output rows (kernels.md §3.3).
@@ -41,6 +41,17 @@ def blocks(raw: np.ndarray, block_bytes: int) -> np.ndarray:
 def f16(field: np.ndarray) -> np.ndarray:
     """(..., 2) uint8 little-endian fp16 -> (...) float32 (exact)."""
     return np.ascontiguousarray(field).view(np.float16)[..., 0].astype(np.float32)
+
+
+def f16_bits(field: np.ndarray) -> np.ndarray:
+    """(..., 2) uint8 little-endian fp16 -> (...) uint16, the half's bits kept as they are (kernels widen them with
+    engine.fpmath.f16_to_f32, at half the memory of storing float32)."""
+    return np.ascontiguousarray(field).view("<u2")[..., 0]
+
+
+def f16_values(bits: np.ndarray) -> np.ndarray:
+    """uint16 half bits -> float32 (exact): the NumPy side of ``f16_bits``."""
+    return np.asarray(bits).view(np.float16).astype(np.float32)
 
 
 def tile(fields: P) -> P:

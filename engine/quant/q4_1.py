@@ -15,7 +15,7 @@ import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit, prange
 
-from engine.fpmath import fma32, hsum8
+from engine.fpmath import f16_to_f32, fma32, hsum8
 from engine.quant import _tiles
 from engine.quant.activations import quantize_q8
 from engine.quant.vnni import lane_fma
@@ -27,20 +27,21 @@ BLOCK, BLOCK_BYTES = GGML_QUANT_SIZES[TYPE]
 class Packed(NamedTuple):
     rows: int
     qs: np.ndarray  # (n_tiles, nb, 4, 64) u32 = the block's 16 bytes as 4 words  | row-major: (rows, nb, 4)
-    d: np.ndarray   # (n_tiles, nb, 64) f32     | (rows, nb)
-    m: np.ndarray   # (n_tiles, nb, 64) f32     | (rows, nb)
+    d: np.ndarray   # (n_tiles, nb, 64) u16: fp16 bits  | (rows, nb)
+    m: np.ndarray   # (n_tiles, nb, 64) u16: fp16 bits  | (rows, nb)
 
 
 def _fields(raw: np.ndarray) -> Packed:
     b = _tiles.blocks(raw, BLOCK_BYTES)                                   # (rows, nb, 20)
     words = np.ascontiguousarray(b[..., 4:]).view("<u4")                  # (rows, nb, 4)
-    return Packed(b.shape[0], words, _tiles.f16(b[..., 0:2]), _tiles.f16(b[..., 2:4]))
+    return Packed(b.shape[0], words, _tiles.f16_bits(b[..., 0:2]), _tiles.f16_bits(b[..., 2:4]))
 
 
 def _values(f: Packed) -> np.ndarray:
     qs = np.ascontiguousarray(f.qs).view(np.uint8)                        # (rows, nb, 16)
     q = np.concatenate([qs & 15, qs >> 4], axis=-1).astype(np.float32)    # (rows, nb, 32)
-    return (f.d[..., None] * q + f.m[..., None]).reshape(f.rows, -1)       # same float ops as gguf-py
+    d, m = _tiles.f16_values(f.d)[..., None], _tiles.f16_values(f.m)[..., None]
+    return (d * q + m).reshape(f.rows, -1)                                 # same float ops as gguf-py
 
 
 def repack(raw: np.ndarray) -> Packed:
@@ -74,7 +75,7 @@ def matmul(packed: Packed, x: np.ndarray) -> np.ndarray:
 def _matmul(qs, d, m, qy, dy, sy, out, n_threads):
     """out (T, rows) = W x^T from the 8-bit blocks of x; each thread takes one contiguous range of tiles.
 
-    qs (n_tiles, nb, 4, 64) u32, d m (n_tiles, nb, 64) f32; qy (T, cols) i8, dy sy (T, nb) f32.
+    qs (n_tiles, nb, 4, 64) u32, d m (n_tiles, nb, 64) u16 (fp16 bits); qy (T, cols) i8, dy sy (T, nb) f32.
     """
     nt = qs.shape[0]
     n_chunks = min(n_threads, nt)
@@ -106,8 +107,8 @@ def _tile(qs, d, m, qy, y_words, dy, sy, t, out, acc, mins, dd):
             for n in range(n0, n0 + nn):
                 dyn, syn = dy[n, b], sy[n, b]
                 for r in range(64):
-                    dd[r] = d[t, b, r] * dyn
-                    mins[n - n0, r] = fma32(m[t, b, r], syn, mins[n - n0, r])
+                    dd[r] = f16_to_f32(d[t, b, r]) * dyn
+                    mins[n - n0, r] = fma32(f16_to_f32(m[t, b, r]), syn, mins[n - n0, r])
                 for lane in range(8):                   # lanes 0..3: low nibbles of word l; 4..7: high of l - 4
                     w_at = np.int64(((t * nb + b) * 4 + lane % 4) * 64)
                     shift, acc_at = np.int32(4 * (lane // 4)), np.int64(((n - n0) * 8 + lane) * 64)

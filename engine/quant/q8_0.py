@@ -14,7 +14,7 @@ import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit, prange
 
-from engine.fpmath import hsum8
+from engine.fpmath import f16_to_f32, hsum8
 from engine.quant import _tiles
 from engine.quant.activations import quantize_q8
 from engine.quant.vnni import lane_fma
@@ -26,18 +26,19 @@ BLOCK, BLOCK_BYTES = GGML_QUANT_SIZES[TYPE]
 class Packed(NamedTuple):
     rows: int
     qs: np.ndarray  # (n_tiles, nb, 8, 64) u32: bytes q + 128 of elements 4l..4l+3  | row-major: (rows, nb, 8)
-    d: np.ndarray   # (n_tiles, nb, 64) f32     | (rows, nb)
+    d: np.ndarray   # (n_tiles, nb, 64) u16: fp16 bits  | (rows, nb)
 
 
 def _fields(raw: np.ndarray) -> Packed:
     b = _tiles.blocks(raw, BLOCK_BYTES)                                   # (rows, nb, 34)
     u = np.ascontiguousarray(b[..., 2:] ^ np.uint8(0x80))                 # int8 q -> q + 128
-    return Packed(b.shape[0], u.view("<u4"), _tiles.f16(b[..., 0:2]))     # 4 bytes of one row per word
+    return Packed(b.shape[0], u.view("<u4"), _tiles.f16_bits(b[..., 0:2]))  # 4 bytes of one row per word
 
 
 def _values(f: Packed) -> np.ndarray:
     q = (np.ascontiguousarray(f.qs).view(np.uint8) ^ np.uint8(0x80)).view(np.int8)   # (rows, nb, 32)
-    return (q.astype(np.float32) * f.d[..., None]).reshape(f.rows, -1)   # same float ops as gguf-py
+    d = _tiles.f16_values(f.d)[..., None]
+    return (q.astype(np.float32) * d).reshape(f.rows, -1)                 # same float ops as gguf-py
 
 
 def repack(raw: np.ndarray) -> Packed:
@@ -71,7 +72,7 @@ def matmul(packed: Packed, x: np.ndarray) -> np.ndarray:
 def _matmul(qs, d, qy, dy, out, n_threads):
     """out (T, rows) = W x^T from the 8-bit blocks of x; each thread takes one contiguous range of tiles.
 
-    qs (n_tiles, nb, 8, 64) u32, d (n_tiles, nb, 64) f32; qy (T, cols) i8, dy (T, nb) f32.
+    qs (n_tiles, nb, 8, 64) u32, d (n_tiles, nb, 64) u16 (fp16 bits); qy (T, cols) i8, dy (T, nb) f32.
     """
     nt = qs.shape[0]
     n_chunks = min(n_threads, nt)
@@ -99,7 +100,7 @@ def _tile(qs, d, qy, y_words, dy, t, out, acc, dd):
             for n in range(n0, n0 + nn):
                 dyn = dy[n, b]
                 for r in range(64):
-                    dd[r] = d[t, b, r] * dyn
+                    dd[r] = f16_to_f32(d[t, b, r]) * dyn
                 for lane in range(8):
                     o = b * 32 + 4 * lane
                     off = np.int32(128 * (np.int32(qy[n, o]) + np.int32(qy[n, o + 1]) + np.int32(qy[n, o + 2])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from gguf.constants import GGMLQuantizationType as Q
 
+from engine.quant import _tiles, q4_1
+
 TY = Q.Q4_1
 
 
@@ -15,3 +17,4 @@ def test_real_smollm2_tensors(qcheck, rng, smollm2_file, name):
     qcheck.twin(TY, raw)
     qcheck.take_rows(TY, raw, rng.integers(0, raw.shape[0], 9))
     qcheck.kernel(TY, raw, qcheck.activations(3, raw.shape[1] // 20 * 32, rng))
+    assert _tiles.nbytes(q4_1.repack(raw)) == raw.nbytes           # fp16 d and m kept as bits: the file's bytes

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from gguf.constants import GGMLQuantizationType as Q
 
+from engine.quant import _tiles, q8_0
+
 TY = Q.Q8_0
 
 
@@ -22,6 +24,7 @@ def test_real_smollm2_token_embd(qcheck, rng, smollm2_file):
 def test_real_gemma3_tensors(qcheck, rng, gemma3_file, name):
     assert gemma3_file.tensors[name].ggml_type == TY
     raw = gemma3_file.raw(name)[:500]
+    assert _tiles.nbytes(q8_0.repack(raw[:448])) == raw[:448].nbytes  # fp16 d kept as bits: the file's bytes
     qcheck.twin(TY, raw)
     qcheck.take_rows(TY, raw, rng.integers(0, raw.shape[0], 9))
     qcheck.kernel(TY, raw, qcheck.activations(3, 640, rng))

@@ -9,32 +9,37 @@ import sys
 import numpy as np
 import pytest
 
-from engine.quant import q4_1, q8_0
+from engine.quant import q4_1, q5_0, q8_0
 
 SCRIPT = """
 import sys, numpy as np
-from engine.quant import q4_1, q8_0, vnni
+from engine.quant import q4_1, q5_0, q8_0, vnni
 assert not vnni.HAS_VNNI
 rng = np.random.default_rng(5)
 x = rng.standard_normal((5, 256)).astype(np.float32)
-raws = [rng.integers(0, 256, (70, 256 // 32 * m.BLOCK_BYTES), dtype=np.uint8) for m in (q8_0, q4_1)]
+mods = (q8_0, q4_1, q5_0)
+raws = [rng.integers(0, 256, (70, 256 // 32 * m.BLOCK_BYTES), dtype=np.uint8) for m in mods]
 for raw in raws:                                         # finite fp16 scales (d, and Q4_1's m)
     raw.reshape(70, 8, -1)[..., 1::2][..., :2] &= 0x3B
-outs = [m.matmul(m.repack(raw), x) for m, raw in zip((q8_0, q4_1), raws)]
+outs = [np.concatenate([m.matmul(m.repack(raw), x), m.matvec(m.repack(raw), x[0])[None]]) for m, raw in zip(mods, raws)]
 np.save(sys.argv[1], np.stack(outs))
 """
 
 
 @pytest.mark.slow
 def test_kernels_compiled_for_a_cpu_without_avx512_give_the_same_bits(tmp_path):
-    """Compile for haswell (AVX2, no AVX-512, no VNNI) in a fresh process with its own kernel cache."""
+    """Compile for haswell (AVX2, no AVX-512, no VNNI) in a fresh process with its own kernel cache: a micro-batch
+    of 5 tokens and a lone token (Q5_0 takes another path for it)."""
     env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
     subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "out.npy")], env=env, check=True, timeout=600)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((5, 256)).astype(np.float32)
-    raws = [rng.integers(0, 256, (70, 256 // 32 * m.BLOCK_BYTES), dtype=np.uint8) for m in (q8_0, q4_1)]
+    mods = (q8_0, q4_1, q5_0)
+    raws = [rng.integers(0, 256, (70, 256 // 32 * m.BLOCK_BYTES), dtype=np.uint8) for m in mods]
     for raw in raws:
         raw.reshape(70, 8, -1)[..., 1::2][..., :2] &= 0x3B
-    here = np.stack([m.matmul(m.repack(raw), x) for m, raw in zip((q8_0, q4_1), raws, strict=True)])
+    here = np.stack([np.concatenate([m.matmul(m.repack(raw), x), m.matvec(m.repack(raw), x[0])[None]])
+                     for m, raw in zip(mods, raws, strict=True)])
     assert np.isfinite(here).all()
+    np.testing.assert_array_equal(here[:, 5], here[:, 0])            # the lone token = the first of the batch
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), here)
