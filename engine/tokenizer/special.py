@@ -31,23 +31,27 @@ HIDDEN_TYPES = frozenset({TokenType.CONTROL, TokenType.UNKNOWN})
 # Matched on the raw text before the model tokenizer runs (USER_DEFINED always, others with parse_special).
 PARTITION_TYPES = (TokenType.CONTROL, TokenType.UNKNOWN, TokenType.USER_DEFINED)
 
-# Tokens llama.cpp finds by text when the metadata lacks the id; each found one is forced to CONTROL.
+# Tokens llama.cpp finds by text when the metadata lacks the id; each found one is forced to CONTROL. (When a vocab
+# holds several candidates for one role llama.cpp takes whichever its hash map yields first; we take list order.)
 AUTO_DETECT: dict[str, tuple[str, ...]] = {
     "eot": ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
-            "<EOT>", "_<EOT>", "<｜end▁of▁sentence｜>", "<end_of_utterance>"),
+            "<EOT>", "_<EOT>", "[EOT]", "<end_of_utterance>"),
     "eom": ("<|eom_id|>",),
-    "fim_pre": ("<|fim_prefix|>", "<fim-prefix>", "<｜fim▁begin｜>", "<PRE>"),
-    "fim_suf": ("<|fim_suffix|>", "<fim-suffix>", "<｜fim▁hole｜>", "<SUF>"),
-    "fim_mid": ("<|fim_middle|>", "<fim-middle>", "<｜fim▁end｜>", "<MID>"),
-    "fim_pad": ("<|fim_pad|>", "<fim-pad>", "<PAD>"),
-    "fim_rep": ("<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>"),
+    "fim_pre": ("<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<PRE>", "<|code_prefix|>", "<|prefix|>"),
+    "fim_suf": ("<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<SUF>", "<|code_suffix|>", "<|suffix|>"),
+    "fim_mid": ("<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<MID>", "<|code_middle|>", "<|middle|>"),
+    "fim_pad": ("<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"),
+    "fim_rep": ("<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"),
     "fim_sep": ("<|file_sep|>",),
 }  # fmt: skip
-# Any token with one of these texts ends generation (and is forced to CONTROL).
+# Any token with one of these texts ends generation (and is forced to CONTROL), but see _eog_workarounds.
 EOG_TEXTS = frozenset({
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>", "<|endoftext|>",
-    "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>",
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
+    "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
+    "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
 })  # fmt: skip
+# gpt-oss's structural tokens are always rendered and matched: llama.cpp makes them USER_DEFINED.
+ALWAYS_RENDERED = ("<|channel|>", "<|message|>", "<|start|>", "<|constrain|>")
 EOG_NAMES = ("eos", "eot", "eom", "fim_pad", "fim_rep", "fim_sep")
 # GGUF key suffixes `tokenizer.ggml.<name>_token_id` (note the historical spelling "seperator").
 ID_NAMES = ("bos", "eos", "eot", "eom", "unknown", "seperator", "padding", "mask", "cls",
@@ -91,10 +95,28 @@ def eog_ids(ids: dict[str, int | None], vocab: dict[str, int], types: np.ndarray
         if text in vocab:
             eog.add(vocab[text])
             types[vocab[text]] = TokenType.CONTROL
+    for text in ALWAYS_RENDERED:
+        if text in vocab:
+            types[vocab[text]] = TokenType.USER_DEFINED
+    _eog_workarounds(eog, vocab, types)
     extra = md.get("tokenizer.ggml.eos_token_ids")
     if extra is not None:
         eog.update(int(i) for i in np.asarray(extra).ravel() if 0 <= int(i) < len(types))
     return frozenset(eog)
+
+
+def _eog_workarounds(eog: set[int], vocab: dict[str, int], types: np.ndarray) -> None:
+    """llama.cpp's exceptions to its EOG texts: harmony (gpt-oss) and solar-open vocabs end a message, not the
+    generation, with ``<|end|>``; gemma4's ``</s>`` is ordinary text."""
+    present = {text for text in ("<|end|>", "<|return|>", "<|call|>", "<|calls|>", "<|flush|>", "<|tool_response>",
+                                 "</s>") if text in vocab and vocab[text] in eog}
+    calls = bool(present & {"<|call|>", "<|calls|>"})
+    if "<|end|>" in present and calls and present & {"<|return|>", "<|flush|>"}:
+        eog.discard(vocab["<|end|>"])
+        types[vocab["<|end|>"]] = TokenType.USER_DEFINED
+    if {"<|tool_response>", "</s>"} <= present:
+        eog.discard(vocab["</s>"])
+        types[vocab["</s>"]] = TokenType.NORMAL
 
 
 def strip_attributes(md: dict, vocab: dict[str, int], types: np.ndarray) -> tuple[frozenset, frozenset]:

@@ -95,7 +95,7 @@ def test_smollm2_special_ids(smollm2_tok):
         False,
         False,
     )
-    assert smollm2_tok.eog_ids == {0, 2}  # <|endoftext|> and <|im_end|>
+    assert smollm2_tok.eog_ids == {0, 2, 4}  # <|endoftext|>, <|im_end|>, <reponame> (FIM repo, as llama.cpp)
     assert smollm2_tok.newline_id == 198
     assert smollm2_tok.vocab_size == 49152
     assert smollm2_tok.token_text(314) == "Ġis" and smollm2_tok.token_bytes(314) == b" is"

@@ -9,6 +9,7 @@ from engine.tokenizer.special import TokenType
 from tests.engine.tokenizer.helpers import tiny_bpe_metadata
 
 CONTROL, USER, NORMAL = TokenType.CONTROL, TokenType.USER_DEFINED, TokenType.NORMAL
+Z = ord("z")   # an eos id that is none of the tokens under test
 
 
 def test_longest_candidate_is_split_out_first():
@@ -33,6 +34,43 @@ def test_eog_texts_are_forced_to_control():
     assert tok.encode("<|im_end|>", parse_special=True) == [256]
     assert len(tok.encode("<|im_end|>")) > 1  # now CONTROL: typed text stays text without parse_special
     assert tok.decode([256]) == ""
+
+
+# What llama.cpp (the build that produced the oracles) reports for a vocab holding one of these texts as a
+# USER_DEFINED token: (ends generation, control). Measured with llama_vocab_is_eog / llama_vocab_is_control.
+LLAMA_CPP_EOG = {
+    "<|flush|>": (True, True), "<|calls|>": (True, True), "[EOT]": (True, True), "[EOS]": (True, True),
+    "<eos>": (True, True), "<turn|>": (True, True), "<reponame>": (True, True), "<fim_pad>": (True, True),
+    "<fim_suffix>": (False, True), "</s>": (True, True), "<|channel|>": (False, False), "[PAD]": (True, True),
+}
+
+
+@pytest.mark.parametrize("text", sorted(LLAMA_CPP_EOG))
+def test_eog_and_control_texts_as_llama_cpp(text):
+    tok = Tokenizer.from_metadata(tiny_bpe_metadata({text: USER}, eos_token_id=Z))
+    ends, control = LLAMA_CPP_EOG[text]
+    assert tok.eog_ids - {Z} == ({256} if ends else set())
+    assert (tok.encode(text) == [256]) == (not control)      # control tokens are matched only with parse_special
+    assert tok.encode(text, parse_special=True) == [256]
+
+
+def test_gemma4_vocab_keeps_end_of_sequence_text_as_text():
+    """With <|tool_response> present, llama.cpp takes </s> back out of the EOG set and makes it NORMAL."""
+    tok = Tokenizer.from_metadata(tiny_bpe_metadata({"</s>": USER, "<|tool_response>": USER}, eos_token_id=Z))
+    assert tok.eog_ids == {257, Z}
+    assert tok.encode("</s>", parse_special=True) != [256]
+
+
+@pytest.mark.parametrize("solar", [False, True])
+def test_harmony_and_solar_vocabs_do_not_stop_at_end_of_message(solar):
+    """<|end|> closes a message in gpt-oss (with <|return|> and <|call|>) and solar-open (<|flush|>, <|calls|>):
+    llama.cpp drops it from the EOG set and renders it."""
+    texts = ("<|end|>", "<|flush|>", "<|calls|>") if solar else ("<|end|>", "<|return|>", "<|call|>")
+    tok = Tokenizer.from_metadata(tiny_bpe_metadata({t: USER for t in texts}, eos_token_id=Z))
+    assert tok.eog_ids == {257, 258, Z}
+    assert tok.encode("<|end|>") == [256] and tok.decode([256]) == "<|end|>"
+    alone = Tokenizer.from_metadata(tiny_bpe_metadata({"<|end|>": USER}, eos_token_id=Z))
+    assert alone.eog_ids == {256, Z} and alone.decode([256]) == ""
 
 
 def test_phi3_special_tokens_strip_following_whitespace():

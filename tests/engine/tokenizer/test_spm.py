@@ -79,7 +79,7 @@ def test_round_trip_is_lossless(gemma3_tok):
 def test_gemma3_special_ids(gemma3_tok):
     tok = gemma3_tok
     assert (tok.bos_id, tok.eos_id, tok.add_bos, tok.add_eos) == (2, 1, True, False)
-    assert tok.eog_ids == {1, 106}  # <eos>, and <end_of_turn> found by its text
+    assert tok.eog_ids == {1, 106, 212}  # <eos>; <end_of_turn> and </s> by their texts (as llama.cpp)
     assert tok.newline_id == 107 and tok.vocab_size == 262144
     assert tok.token_bytes(248) == b"\n" and tok.token_text(248) == "<0x0A>"  # BYTE token
     assert tok.token_bytes(2) == b"" and tok.token_bytes(2, render_special=True) == b"<bos>"
