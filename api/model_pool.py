@@ -14,6 +14,7 @@ from pathlib import Path
 from api.admission import Admission, ClientGone
 from engine import LoadedModel
 from engine.runner import Runner
+from engine.warmup import warm_up
 from registry import manifest as mf
 from registry.errors import ModelNotFound
 from registry.names import ModelName
@@ -21,6 +22,7 @@ from registry.store import Store
 
 log = logging.getLogger("pollama")
 
+COMPILED_S = 10.0          # a load this slow compiled kernels (a warm one takes about a second)
 SLOT_POLL_S = 0.2          # how often a request waiting for a decode slot checks that its client is still there
 
 
@@ -144,13 +146,26 @@ class ModelPool:
             if entry is not None:                  # another request loaded it while this one waited
                 return entry
             self._evict_for_one_more()
-            model = self._loader(record.model_path, record.adapters)
-            runner = Runner(model.model, model.tokenizer, self._threads, self._on_thread_start,
-                            num_parallel=self._num_parallel)
+            runner, model = self._start(record)
             entry = Loaded(record, model, runner, threading.Semaphore(self._num_parallel))
             with self._lock:
                 self._loaded[record.digest] = entry
                 return self._use(entry, keep_alive_s)
+
+    def _start(self, record: ModelRecord) -> tuple[Runner, LoadedModel]:
+        """Load the model and run each kernel path once on its worker thread (a cold start compiles them here,
+        not in the middle of someone's generation)."""
+        started = time.monotonic()
+        log.info("pollama: loading %s", record.name.display)
+        model = self._loader(record.model_path, record.adapters)
+        runner = Runner(model.model, model.tokenizer, self._threads, self._on_thread_start,
+                        num_parallel=self._num_parallel)
+        runner.call(warm_up)
+        took = time.monotonic() - started
+        log.info("pollama: %s ready in %.1f s%s", record.name.display, took,
+                 " (the engine's kernels were compiled; they are cached on disk for the next start)"
+                 if took > COMPILED_S else "")
+        return runner, model
 
     def release(self, entry: Loaded) -> None:
         """The request using ``entry`` is over: start its keep_alive timer (0 unloads now)."""
