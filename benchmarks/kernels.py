@@ -3,7 +3,7 @@
     python benchmarks/kernels.py [--threads 1 2] [--formats Q4_1 Q8_0] [--cold] [--model SMOLLM2.gguf]
 
 Prints one JSON line per (format, shape, threads). Weight bytes are the GGUF bytes (what llama.cpp
-streams), ``packed_bytes`` what our kernels stream (fp16 scales widened to f32). ``first_call_s`` is the first
+streams), ``packed_bytes`` what our kernels stream (the repacked arrays). ``first_call_s`` is the first
 call in this process: a cold compile with --cold (fresh NUMBA_CACHE_DIR), else a load from the on-disk cache.
 With --model, also one line per thread count for a whole decode step's matrix products of a llama-family
 GGUF (fused Q|K|V and gate|up per layer, then the output head), i.e. the kernel-only ceiling in tokens/s.
