@@ -48,6 +48,8 @@ SHAPES: dict[GGMLQuantizationType, list[tuple[int, int]]] = {
     Q.Q4_0: [(1536, 576)],
     Q.Q5_1: [(1536, 576)],
     Q.F32: [(1536, 576)],
+    Q.F16: [(576, 576), (1536, 576), (49152, 576)],      # an F16 SmolLM2's layers and tied head
+    Q.BF16: [(1536, 576)],
     Q.Q4_K: [(640, 1024), (640, 2048)],                  # Gemma3 attn_output, ffn_down (9 of 18 layers)
     Q.Q6_K: [(640, 2048)],                               # Gemma3 ffn_down (the other 9 layers)
     Q.Q2_K: [(640, 2048)],
@@ -61,6 +63,11 @@ def random_raw(ggml_type: GGMLQuantizationType, rows: int, cols: int, rng: np.ra
     block, block_bytes = GGML_QUANT_SIZES[ggml_type]
     if ggml_type == Q.F32:
         return rng.standard_normal((rows, cols), dtype=np.float32).view(np.uint8)
+    if ggml_type == Q.F16:
+        return rng.standard_normal((rows, cols)).astype(np.float16).view(np.uint8)
+    if ggml_type == Q.BF16:
+        top_halves = rng.standard_normal((rows, cols), dtype=np.float32).view(np.uint32) >> 16
+        return top_halves.astype(np.uint16).view(np.uint8)
     raw = rng.integers(0, 256, (rows, cols // block, block_bytes), dtype=np.uint8)
     n_scales = 2 if ggml_type in (Q.Q4_1, Q.Q5_1) else 1                  # d (and m) lead every block here
     scales = (rng.random((rows, cols // block, n_scales)) * 0.01).astype(np.float16)

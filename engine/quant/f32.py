@@ -1,5 +1,4 @@
-"""F32 weights: kept as a plain (rows, cols) float32 matrix; F16 and BF16 reuse everything here after
-widening to float32 at load (exact: 2x the memory, no per-call conversion).
+"""F32 weights: kept as a plain (rows, cols) float32 matrix (F16 and BF16 keep their 2-byte bits: f16.py).
 
 One token (decode) goes through a Numba kernel, so a decode step never wakes OpenBLAS's own thread pool
 while Numba's threads run (the two spinning against each other cost milliseconds per call, kernels.md §3.5);
@@ -36,7 +35,7 @@ def repack(raw: np.ndarray) -> Packed:
 
 
 def from_float(w: np.ndarray) -> Packed:
-    """Packed form of an already widened float32 matrix (used by f16 / bf16)."""
+    """Packed form of a float32 (rows, cols) matrix."""
     return Packed(w.shape[0], np.ascontiguousarray(w, dtype=np.float32))
 
 
