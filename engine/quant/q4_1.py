@@ -2,8 +2,10 @@
 
 Byte j of qs holds element j in its low nibble and element j + 16 in its high nibble; we keep the file's bytes
 as four uint32 words per row and block, so word w holds ggml's float lane w (elements 4w..4w+3, low nibbles) and
-lane w + 4 (elements 16 + 4w.., high nibbles): one masked vpdpbusd each (engine.quant.vnni). Dot product as
-llama.cpp's vec_dot_q4_1_q8_1 on x86 (Q8_1 activations), with its float summation order (see _tile).
+lane w + 4 (elements 16 + 4w.., high nibbles): one vpdpbusd each on the low / high nibbles. Dot product as
+llama.cpp's vec_dot_q4_1_q8_1 on x86 (Q8_1 activations), with its float summation order (see _group); the
+whole loop over a row group's blocks is one LLVM IR intrinsic (engine.quant.vnni.rows_q4_1) that keeps the lane
+sums in registers.
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit, prange
 
-from engine.fpmath import f16_to_f32, fma32, hsum8
 from engine.quant import _tiles
 from engine.quant.activations import quantize_q8
-from engine.quant.vnni import lane_fma
+from engine.quant.vnni import rows_q4_1
 
 TYPE = GGMLQuantizationType.Q4_1
 BLOCK, BLOCK_BYTES = GGML_QUANT_SIZES[TYPE]
@@ -73,48 +74,71 @@ def matmul(packed: Packed, x: np.ndarray) -> np.ndarray:
 
 @njit(parallel=True, cache=True, nogil=True)
 def _matmul(qs, d, m, qy, dy, sy, out, n_threads):
-    """out (T, rows) = W x^T from the 8-bit blocks of x; each thread takes one contiguous range of tiles.
+    """out (T, rows) = W x^T from the 8-bit blocks of x; each thread takes one contiguous range of work units:
+    32 rows for a lone token (_lone), else 16 rows (_group).
 
     qs (n_tiles, nb, 4, 64) u32, d m (n_tiles, nb, 64) u16 (fp16 bits); qy (T, cols) i8, dy sy (T, nb) f32.
     """
-    nt = qs.shape[0]
-    n_chunks = min(n_threads, nt)
-    y_words = qy.view(np.int32)                                  # (T, cols / 4): 4 activations per word
+    n_tokens, rows = out.shape
+    span = 32 if n_tokens == 1 else 16
+    n_units = -(-rows // span)
+    n_chunks = min(n_threads, n_units)
+    flat = (qs.reshape(-1), d.reshape(-1), m.reshape(-1), qy.view(np.int32).reshape(-1), dy.reshape(-1),
+            sy.reshape(-1), out.reshape(-1))
     for c in prange(n_chunks):
-        acc = np.empty((8, 8, 64), np.float32)  # (tokens of a micro-batch, ggml's 8 float lanes, rows)
-        mins = np.empty((8, 64), np.float32)
-        dd = np.empty(64, np.float32)
-        for t in range(c * nt // n_chunks, (c + 1) * nt // n_chunks):
-            _tile(qs, d, m, qy, y_words, dy, sy, t, out, acc, mins, dd)
+        spare = np.empty(32, np.float32)        # the sums of a unit cut short by the last row
+        for u in range(c * n_units // n_chunks, (c + 1) * n_units // n_chunks):
+            if n_tokens == 1:
+                _lone(flat, qs.shape[1], u, rows, spare)
+            else:
+                _group(flat, qs.shape[1], u, n_tokens, rows, spare)
 
 
 @njit(cache=True, inline="always")
-def _tile(qs, d, m, qy, y_words, dy, sy, t, out, acc, mins, dd):
-    """Rows 64t..64t+63 for all tokens, 8 at a time so that a block's weights stay in L1 across them.
+def _lone(flat, nb, u, rows, spare):
+    """Rows 32u..32u+31 of a lone token (a decode step), two 16-row groups per pass so that each of the weight
+    lines it reads is used whole, the same rows of the next tile prefetched; the float order as in _group."""
+    words, d, m, y_words, dy, sy, out = flat
+    r0, nbn = u * 32, np.int64(nb)
+    w_at, s_at = np.int64(u // 2 * nb * 256 + r0 % 64), np.int64(u // 2 * nb * 64 + r0 % 64)
+    if rows - r0 >= 32:
+        rows_q4_1(words, w_at, d, m, s_at, y_words, dy, sy, np.int64(0), nbn, 2, 1, 1, out, np.int64(r0), np.int64(0))
+    else:
+        rows_q4_1(words, w_at, d, m, s_at, y_words, dy, sy, np.int64(0), nbn, 2, 1, 0, spare, np.int64(0),
+                  np.int64(0))
+        _unspill(out, spare, r0, rows, 1, 32, rows - r0)
+
+
+@njit(cache=True, inline="always")
+def _group(flat, nb, g, n_tokens, rows, spare):
+    """Rows 16g..16g+15 for every token, two at a time so that they share each weight load and nibble split;
+    the first pass prefetches the same rows of the next tile (engine.quant.vnni.rows_q4_1 says why).
 
     The float arithmetic is ggml's AVX2 vec_dot_q4_1_q8_1, lane for lane: float lane l of a row adds, once per
     block, fma(d·dy, integer dot of the block's elements 4l..4l+3); m·s accumulates beside the lanes (fma);
     hsum8 at the end. No fastmath: that order is the point.
     """
-    nb = qs.shape[1]
-    nr = min(64, out.shape[1] - t * 64)
-    words, lanes, nibbles = qs.reshape(-1), acc.reshape(-1), np.int32(0x0F0F0F0F)
-    for n0 in range(0, qy.shape[0], 8):
-        nn = min(8, qy.shape[0] - n0)
-        acc[:nn] = 0.0
-        mins[:nn] = 0.0
-        for b in range(nb):
-            for n in range(n0, n0 + nn):
-                dyn, syn = dy[n, b], sy[n, b]
-                for r in range(64):
-                    dd[r] = f16_to_f32(d[t, b, r]) * dyn
-                    mins[n - n0, r] = fma32(f16_to_f32(m[t, b, r]), syn, mins[n - n0, r])
-                for lane in range(8):                   # lanes 0..3: low nibbles of word l; 4..7: high of l - 4
-                    w_at = np.int64(((t * nb + b) * 4 + lane % 4) * 64)
-                    shift, acc_at = np.int32(4 * (lane // 4)), np.int64(((n - n0) * 8 + lane) * 64)
-                    lane_fma(words, w_at, nibbles, shift, y_words[n, b * 8 + lane], np.int32(0), dd, lanes, acc_at)
-        for n in range(nn):
-            a = acc[n]
-            for r in range(nr):
-                out[n0 + n, t * 64 + r] = hsum8(a[0, r], a[1, r], a[2, r], a[3, r],
-                                                a[4, r], a[5, r], a[6, r], a[7, r]) + mins[n, r]
+    words, d, m, y_words, dy, sy, out = flat
+    r0, nbn = g * 16, np.int64(nb)
+    w_at, s_at = np.int64(g // 4 * nb * 256 + r0 % 64), np.int64(g // 4 * nb * 64 + r0 % 64)
+    whole = rows - r0 >= 16
+    target, o_stride = (out, np.int64(rows)) if whole else (spare, np.int64(16))
+    for n in range(0, n_tokens, 2):
+        o_at = np.int64(n * rows + r0) if whole else np.int64(0)
+        if n + 1 < n_tokens and n == 0:
+            rows_q4_1(words, w_at, d, m, s_at, y_words, dy, sy, np.int64(n), nbn, 1, 2, 1, target, o_at, o_stride)
+        elif n + 1 < n_tokens:
+            rows_q4_1(words, w_at, d, m, s_at, y_words, dy, sy, np.int64(n), nbn, 1, 2, 0, target, o_at, o_stride)
+        else:
+            rows_q4_1(words, w_at, d, m, s_at, y_words, dy, sy, np.int64(n), nbn, 1, 1, 0, target, o_at, o_stride)
+        if not whole:
+            _unspill(out, spare, n * rows + r0, rows, min(2, n_tokens - n), 16, rows - r0)
+
+
+@njit(cache=True, inline="always")
+def _unspill(out, spare, at, rows, n_tokens, stride, count):
+    """out[at + k rows + r] = spare[k stride + r] for the count real rows r of a unit cut short. An explicit
+    loop: written as a slice copy inside the prange, the rows came out unwritten (Numba's parfor passes)."""
+    for k in range(n_tokens):
+        for r in range(count):
+            out[at + k * rows + r] = spare[k * stride + r]

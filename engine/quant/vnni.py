@@ -6,7 +6,8 @@ weights are uint32 words, 4 consecutive bytes of one row, rows innermost; ``lane
 does per row and block for one float lane: integer dot of 4 weights with 4 activations, minus an integer offset
 (the dot starts from -offset), converted to float and fused-multiply-added with a per-row scale into the lane.
 Q5_0 keeps its file's 5.5 bits per weight: ``five_bit_lanes`` (several tokens) and ``block_fma5`` (one token)
-put each lane's 5th bits back onto its nibbles in registers.
+put each lane's 5th bits back onto its nibbles in registers. ``rows_q4_1`` is a whole Q4_1 kernel for 16 or 32
+rows and one or two tokens: its loop over the blocks is in the IR too, so that the 8 lane sums stay in registers.
 
 Which instructions is decided when a kernel is compiled (Numba's disk cache is keyed on the CPU): with VNNI the dot
 is one vpdpbusd per 16 rows, without it the same integers come from portable vector IR (shifts, masks, multiplies)
@@ -201,3 +202,127 @@ def _fma_rows(context, builder, array_types, arrays, weights, y_word, offset):
         integer = dot(builder, start, weights(_i64(16 * k)), y)
         scale = builder.load(_vector_at(builder, s_base, 16 * k, _F32X16), align=4)
         _accumulate(builder, scale, integer, _vector_at(builder, a_base, 16 * k, _F32X16))
+
+
+@intrinsic(prefer_literal=True)
+def rows_q4_1(typingctx, words, w_at, d, m, s_at, y_words, dy, sy, n, nb, groups, tokens, prefetch, out, o_at,
+              o_stride):
+    """Q4_1 products of ``groups`` × 16 rows of a tile (literal 1 or 2 groups) and ``tokens`` consecutive tokens
+    n, n + 1 (literal 1 or 2), the whole loop over the nb (≥ 1) blocks in registers: out[o_at + k o_stride + i]
+    for token n + k and the i-th row (i < 16 groups) = hsum8(its 8 float lanes) + its mins.
+
+    Per block b, the rows' 4 weight words words[w_at + 256 b + 64 w + i] are loaded and split into nibbles once
+    for all the tokens; float lane l of token k adds fma(dd, float32(dot(lane l's 4 nibbles, the 4 i8 of
+    y_words[8 nb (n + k) + 8 b + l])), lane) with dd = float32(fp16 d[s_at + 64 b + i]) · dy[nb (n + k) + b]
+    rounded first, and mins = fma(fp16 m[s_at + 64 b + i], sy[nb (n + k) + b], mins): llama.cpp's order (see
+    engine.quant.q4_1). words u32, d m u16 (fp16 bits), y_words i32, dy sy out f32: 1-d, contiguous. The 9
+    accumulators per group and token never leave their zmm registers (18 for 2 groups or 2 tokens; 36 would
+    spill). With ``prefetch`` (literal 1, else 0) each block also prefetches into L2 the same rows' words, d and
+    m of the next tile (nb blocks on): one group reads one cache line in four of its tile, and the next tile's
+    trip from DRAM then overlaps this one's work."""
+    if not all(isinstance(v, types.IntegerLiteral) for v in (groups, tokens, prefetch)):
+        return None
+    n_groups, n_tok, ahead = groups.literal_value, tokens.literal_value, prefetch.literal_value
+    if n_groups not in (1, 2) or n_tok not in (1, 2) or ahead not in (0, 1):
+        return None
+    sig = types.void(words, types.int64, d, m, types.int64, y_words, dy, sy, types.int64, types.int64, groups,
+                     tokens, prefetch, out, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        words_a, w_at, d_a, m_a, s_at, y_a, dy_a, sy_a, n, nb, _, _, _, out_a, o_at, o_stride = args
+        i16, i32, i64, f32 = ir.IntType(16), ir.IntType(32), ir.IntType(64), ir.FloatType()
+        tys = signature.args
+        tok_at = [builder.mul(builder.add(n, _i64(k)), nb) for k in range(n_tok)]     # nb (n + k)
+        bases = (_pointer(context, builder, tys[0], words_a, w_at, i32),
+                 _pointer(context, builder, tys[2], d_a, s_at, i16),
+                 _pointer(context, builder, tys[3], m_a, s_at, i16),
+                 [_pointer(context, builder, tys[5], y_a, builder.shl(at, _i64(3)), i32) for at in tok_at],
+                 [_pointer(context, builder, tys[6], dy_a, at, f32) for at in tok_at],
+                 [_pointer(context, builder, tys[7], sy_a, at, f32) for at in tok_at])
+        zero = ir.Constant(_F32X16, [0.0] * 16)
+
+        entry, loop = builder.block, builder.append_basic_block("q4_1.blocks")
+        builder.branch(loop)
+        builder.position_at_end(loop)                            # one trip per block b, the sums in phis
+        b = builder.phi(i64)
+        accs = [[[builder.phi(_F32X16) for _ in range(9)] for _ in range(n_tok)]     # 8 lanes + mins
+                for _ in range(n_groups)]
+        if ahead:
+            _prefetch_rows(builder, bases, builder.add(b, nb), n_groups)
+        news = [_q4_1_block(builder, bases, b, 16 * g, accs[g]) for g in range(n_groups)]
+        b_next = builder.add(b, _i64(1))
+        b.add_incoming(_i64(0), entry)
+        b.add_incoming(b_next, loop)
+        for phi, value in zip(_flat(accs), _flat(news), strict=True):
+            phi.add_incoming(zero, entry)
+            phi.add_incoming(value, loop)
+        done = builder.append_basic_block("q4_1.done")
+        builder.cbranch(builder.icmp_signed("<", b_next, nb), loop, done)
+        builder.position_at_end(done)
+        o_base = _pointer(context, builder, tys[13], out_a, o_at, f32)
+        for g, per_token in enumerate(news):
+            for k, a in enumerate(per_token):
+                total = builder.fadd(builder.fadd(builder.fadd(a[0], a[4]), builder.fadd(a[2], a[6])),
+                                     builder.fadd(builder.fadd(a[1], a[5]), builder.fadd(a[3], a[7])))   # hsum8
+                at = builder.add(builder.mul(o_stride, _i64(k)), _i64(16 * g))
+                builder.store(builder.fadd(total, a[8]), builder.bitcast(builder.gep(o_base, [at]),
+                                                                         _F32X16.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _prefetch_rows(builder, bases, b, n_groups):
+    """Prefetch into L2 (prefetcht1: L1 still holds the tile being read) the lines ``_q4_1_block`` reads for
+    block b (b ≥ nb: the next tile's) and 16 n_groups rows: 4 lines of words per group, one of d and of m."""
+    i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+    prefetch = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p] + [i32] * 3),
+                                              "llvm.prefetch.p0")
+    w_base, d_base, m_base = bases[:3]
+    w_at, s_at = builder.shl(b, _i64(8)), builder.shl(b, _i64(6))
+    lines = [builder.gep(w_base, [builder.add(w_at, _i64(64 * word + 16 * g))])
+             for word in range(4) for g in range(n_groups)]
+    lines += [builder.gep(base, [s_at]) for base in (d_base, m_base)]
+    for at in lines:                                             # read, locality 2 (L2), data
+        builder.call(prefetch, [builder.bitcast(at, i8p), ir.Constant(i32, 0), ir.Constant(i32, 2),
+                                ir.Constant(i32, 1)])
+
+
+def _flat(nested):
+    """The phis (or values) of [group][token][lane] in one list."""
+    return [v for group in nested for token in group for v in token]
+
+
+def _q4_1_block(builder, bases, b, row, accs):
+    """One block of ``rows_q4_1`` for the 16 rows from ``row`` and each token: the new 8 lanes + mins of each
+    token from its phis ``accs``."""
+    w_base, d_base, m_base, y_bases, dy_bases, sy_bases = bases
+    dot = _dot_vnni if USE_VNNI else _dot_portable
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_F32X16, [_F32X16] * 3), "llvm.fma.v16f32")
+    half16, bits16 = ir.VectorType(ir.HalfType(), 16), ir.VectorType(ir.IntType(16), 16)
+
+    def halves(base):
+        at = builder.add(builder.shl(b, _i64(6)), _i64(row))
+        bits = builder.load(builder.bitcast(builder.gep(base, [at]), bits16.as_pointer()), align=2)
+        return builder.fpext(builder.bitcast(bits, half16), _F32X16)
+
+    def scalar(base, at):
+        return builder.load(builder.gep(base, [at]), align=4)
+
+    def splat_f(value):
+        return builder.bitcast(_splat(builder, builder.bitcast(value, ir.IntType(32))), _F32X16)
+
+    d, m = halves(d_base), halves(m_base)
+    dds = [builder.fmul(d, splat_f(scalar(base, b))) for base in dy_bases]            # d · dy, rounded
+    news = [[None] * 8 + [builder.call(fma, [m, splat_f(scalar(sy, b)), a[8]])]                 # m · s + mins
+            for sy, a in zip(sy_bases, accs, strict=True)]
+    w_at, y_at = builder.add(builder.shl(b, _i64(8)), _i64(row)), builder.shl(b, _i64(3))
+    for word in range(4):
+        w = _load16(builder, w_base, builder.add(w_at, _i64(64 * word)))
+        nibbles = (builder.and_(w, _const(0x0F0F0F0F)), builder.and_(builder.lshr(w, _const(4)), _const(0x0F0F0F0F)))
+        for k, y_base in enumerate(y_bases):
+            for lane, q in ((word, nibbles[0]), (word + 4, nibbles[1])):
+                y = _splat(builder, scalar(y_base, builder.add(y_at, _i64(lane))))
+                integer = builder.sitofp(dot(builder, _const(0), q, y), _F32X16)
+                news[k][lane] = builder.call(fma, [dds[k], integer, accs[k][lane]])
+    return news

@@ -18,3 +18,14 @@ def test_real_smollm2_tensors(qcheck, rng, smollm2_file, name):
     qcheck.take_rows(TY, raw, rng.integers(0, raw.shape[0], 9))
     qcheck.kernel(TY, raw, qcheck.activations(3, raw.shape[1] // 20 * 32, rng))
     assert _tiles.nbytes(q4_1.repack(raw)) == raw.nbytes           # fp16 d and m kept as bits: the file's bytes
+
+
+@pytest.mark.parametrize("rows", [16, 50, 96, 130])
+@pytest.mark.parametrize("cols", [32, 1536])
+@pytest.mark.parametrize("T", [1, 2, 7, 16])
+def test_row_groups_cut_short_and_token_pairs(qcheck, rng, rows, cols, T):
+    """vnni.rows_q4_1 takes 32 rows of a lone token or 16 rows of two tokens at a time, its loop over the nb
+    blocks in IR (nb = 1 and 48 here): every cut of the last unit and an odd token out, bit for bit against
+    ggml's float order (qcheck.kernel), and each token alone (matvec) equal to its row of the batch."""
+    raw = qcheck.synthetic(TY, rows, cols, rng)["random_bytes"]
+    qcheck.kernel(TY, raw, qcheck.activations(T, cols, rng))
