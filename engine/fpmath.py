@@ -4,7 +4,8 @@ llama.cpp's CPU kernels sum in SIMD lanes and fuse multiply-adds; a float32 sum 
 the last bit, and the 8-bit activation quantization of the next matmul can turn one last-bit difference into a
 0.2 logit shift (README, "Notes on fidelity"). The kernels therefore keep ggml's order, built from these pieces:
 
-* ``fma32`` — one rounding for a*b + c (LLVM's llvm.fma.f32; x86 vfmadd); ``f32_bits`` — a float's bits;
+* ``fma32`` — one rounding for a*b + c (LLVM's llvm.fma.f32; x86 vfmadd); ``f32_bits`` / ``f32_from_bits`` — a
+  float's bits and back;
 * ``f16_to_f32`` / ``f32_to_f16`` — IEEE half precision as uint16 bits (Numba has no float16 type), converted
   exactly / rounded to nearest even like NumPy's astype; loops over them vectorize to vcvtph2ps / vcvtps2ph;
 * ``expf`` — ggml_v_expf, the polynomial exp its AVX-512 softmax and SiLU use (not libm's expf);
@@ -54,6 +55,18 @@ def f32_bits(typingctx, x):
     def codegen(context, builder, signature, args):
         value = context.cast(builder, args[0], signature.args[0], types.float32)
         return builder.bitcast(value, ir.IntType(32))
+
+    return sig, codegen
+
+
+@intrinsic
+def f32_from_bits(typingctx, bits):
+    """The float32 whose IEEE bit pattern is the uint32 ``bits``."""
+    sig = types.float32(types.uint32)
+
+    def codegen(context, builder, signature, args):
+        value = context.cast(builder, args[0], signature.args[0], types.uint32)
+        return builder.bitcast(value, ir.FloatType())
 
     return sig, codegen
 

@@ -14,56 +14,62 @@ keyed on its own file only and would keep a stale inlined copy after an edit her
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from numba import njit
+from numba import njit, prange
+
+from engine.fpmath import f16_to_f32, f32_from_bits, f32_to_f16
 
 QK8 = 32  # values per activation block (Q8_0 / Q8_1)
 
 
-@njit(cache=True, nogil=True)
-def fp16_round(v: np.float32) -> np.float32:
-    """The nearest fp16 value (round half to even, like F16C's vcvtps2ph), returned as float32."""
-    a = abs(np.float64(v))
-    if a >= 65520.0:  # rounds past the largest half (65504): infinity
-        return np.float32(np.inf) if v > 0 else np.float32(-np.inf)
-    if a < 2.0**-14:  # subnormal halves: a fixed step of 2**-24
-        step = 2.0**-24
-    else:  # normal halves keep 11 significant bits; a = m * 2**e with m in [0.5, 1)
-        step = math.ldexp(1.0, math.frexp(a)[1] - 11)
-    r = np.rint(a / step) * step  # exact in float64: a / step has at most 11 + 24 bits
-    return np.float32(r) if v >= 0 else np.float32(-r)
+PARALLEL_TOKENS = 16   # a batch this long is quantized by all kernel threads (prefill); fewer tokens serially
 
 
-@njit(cache=True, nogil=True)
 def quantize_q8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """x (T, cols) f32 -> qy (T, cols) i8, d (T, nb) f32, s (T, nb) f32, isum (T, nb) i32; nb = cols / 32.
-
-    No fastmath here: 127 / amax must be a true division (fastmath may use an approximate reciprocal).
-    """
+    """x (T, cols) -> qy (T, cols) i8, d (T, nb) f32, s (T, nb) f32, isum (T, nb) i32; nb = cols / 32."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
     T, cols = x.shape
     nb = cols // QK8
-    qy = np.empty((T, cols), np.int8)
-    d = np.empty((T, nb), np.float32)
-    s = np.empty((T, nb), np.float32)
-    isum = np.empty((T, nb), np.int32)
-    for n in range(T):
-        for b in range(nb):
-            amax = np.float32(0.0)
-            for i in range(QK8):
-                amax = max(amax, abs(x[n, b * QK8 + i]))
-            inv = np.float32(127.0) / amax if amax != 0 else np.float32(0.0)
-            total = 0
-            for i in range(QK8):
-                q = int(np.rint(x[n, b * QK8 + i] * inv))
-                qy[n, b * QK8 + i] = q
-                total += q
-            dn = amax / np.float32(127.0)
-            d[n, b] = fp16_round(dn)
-            s[n, b] = fp16_round(dn * np.float32(total))
-            isum[n, b] = total
-    return qy, d, s, isum
+    out = (np.empty((T, cols), np.int8), np.empty((T, nb), np.float32), np.empty((T, nb), np.float32),
+           np.empty((T, nb), np.int32))
+    (_quantize_parallel if T >= PARALLEL_TOKENS else _quantize_serial)(x, *out)
+    return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _quantize_row(x, qy, d, s, isum):
+    """One token: x (cols,) -> qy (cols,), d s isum (nb,). No fastmath: 127 / amax must be a true division.
+
+    amax is taken on the bit patterns (for non-NaN floats, |x| orders as its bits without the sign), and the
+    fp16 rounding of d and s is the hardware conversion: branch-free, so the loops vectorize."""
+    bits = x.view(np.uint32)
+    for b in range(qy.shape[0] // QK8):
+        top = np.uint32(0)
+        for i in range(b * QK8, (b + 1) * QK8):
+            top = max(top, bits[i] & np.uint32(0x7FFFFFFF))
+        amax = f32_from_bits(top)
+        inv = np.float32(127.0) / amax if amax != 0 else np.float32(0.0)
+        total = np.int32(0)
+        for i in range(b * QK8, (b + 1) * QK8):
+            q = np.int32(np.rint(x[i] * inv))
+            qy[i] = q
+            total += q
+        dn = amax / np.float32(127.0)
+        d[b] = f16_to_f32(f32_to_f16(dn))
+        s[b] = f16_to_f32(f32_to_f16(dn * np.float32(total)))
+        isum[b] = total
+
+
+@njit(cache=True, nogil=True)
+def _quantize_serial(x, qy, d, s, isum):
+    for n in range(x.shape[0]):
+        _quantize_row(x[n], qy[n], d[n], s[n], isum[n])
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_parallel(x, qy, d, s, isum):
+    for n in prange(x.shape[0]):
+        _quantize_row(x[n], qy[n], d[n], s[n], isum[n])
 
 
 def quantize_q8_reference(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
