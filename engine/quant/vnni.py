@@ -248,7 +248,7 @@ def rows_q4_1(typingctx, words, w_at, d, m, s_at, y_words, dy, sy, n, nb, groups
         accs = [[[builder.phi(_F32X16) for _ in range(9)] for _ in range(n_tok)]     # 8 lanes + mins
                 for _ in range(n_groups)]
         if ahead:
-            _prefetch_rows(builder, bases, builder.add(b, nb), n_groups)
+            _prefetch_rows(builder, bases[0], bases[1:3], builder.add(b, nb), 4, n_groups)
         news = [_q4_1_block(builder, bases, b, 16 * g, accs[g]) for g in range(n_groups)]
         b_next = builder.add(b, _i64(1))
         b.add_incoming(_i64(0), entry)
@@ -272,17 +272,17 @@ def rows_q4_1(typingctx, words, w_at, d, m, s_at, y_words, dy, sy, n, nb, groups
     return sig, codegen
 
 
-def _prefetch_rows(builder, bases, b, n_groups):
-    """Prefetch into L2 (prefetcht1: L1 still holds the tile being read) the lines ``_q4_1_block`` reads for
-    block b (b ≥ nb: the next tile's) and 16 n_groups rows: 4 lines of words per group, one of d and of m."""
+def _prefetch_rows(builder, w_base, scale_bases, b, n_words, n_groups):
+    """Prefetch into L2 (prefetcht1: L1 still holds the tile being read) the lines a block kernel reads for
+    block b (b ≥ nb: the next tile's) and 16 n_groups rows: n_words lines of words per group (64 n_words words
+    per block), one line per block of each fp16 scale array in ``scale_bases`` (64 per block)."""
     i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
     prefetch = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p] + [i32] * 3),
                                               "llvm.prefetch.p0")
-    w_base, d_base, m_base = bases[:3]
-    w_at, s_at = builder.shl(b, _i64(8)), builder.shl(b, _i64(6))
+    w_at, s_at = builder.mul(b, _i64(64 * n_words)), builder.shl(b, _i64(6))
     lines = [builder.gep(w_base, [builder.add(w_at, _i64(64 * word + 16 * g))])
-             for word in range(4) for g in range(n_groups)]
-    lines += [builder.gep(base, [s_at]) for base in (d_base, m_base)]
+             for word in range(n_words) for g in range(n_groups)]
+    lines += [builder.gep(base, [s_at]) for base in scale_bases]
     for at in lines:                                             # read, locality 2 (L2), data
         builder.call(prefetch, [builder.bitcast(at, i8p), ir.Constant(i32, 0), ir.Constant(i32, 2),
                                 ir.Constant(i32, 1)])
@@ -325,4 +325,100 @@ def _q4_1_block(builder, bases, b, row, accs):
                 y = _splat(builder, scalar(y_base, builder.add(y_at, _i64(lane))))
                 integer = builder.sitofp(dot(builder, _const(0), q, y), _F32X16)
                 news[k][lane] = builder.call(fma, [dds[k], integer, accs[k][lane]])
+    return news
+
+
+@intrinsic(prefer_literal=True)
+def rows_q8_0(typingctx, words, w_at, d, s_at, y_words, y_starts, dy, n, nb, groups, tokens, prefetch, out, o_at,
+              o_stride):
+    """Q8_0 products of ``groups`` × 16 rows of a tile (literal 1 or 2 groups) and ``tokens`` consecutive tokens
+    n, n + 1 (literal 1 or 2), the whole loop over the nb (≥ 1) blocks in registers: out[o_at + k o_stride + i]
+    for token n + k and the i-th row (i < 16 groups) = hsum8(its 8 float lanes).
+
+    Per block b, the rows' 8 words words[w_at + 512 b + 64 l + i] (bytes q + 128) are loaded once for all the
+    tokens; with j = 8 nb (n + k) + 8 b + l, float lane l of token k adds fma(dd, float32(y_starts[j] + dot(the
+    4 bytes, the 4 i8 of y_words[j])), lane) with dd = float32(fp16 d[s_at + 64 b + i]) · dy[nb (n + k) + b]
+    rounded first: llama.cpp's order when y_starts[j] = -128 · (sum of y_words[j]'s 4 i8), see
+    engine.quant.q8_0. words u32, d u16 (fp16 bits), y_words y_starts i32, dy out f32: 1-d, contiguous. The 8
+    accumulators per group and token stay in zmm registers (16 for 2 groups or 2 tokens; 32 would spill). With
+    ``prefetch`` (literal 1, else 0) each block also prefetches into L2 the same rows' words and d of the next
+    tile (nb blocks on), as ``rows_q4_1``."""
+    if not all(isinstance(v, types.IntegerLiteral) for v in (groups, tokens, prefetch)):
+        return None
+    n_groups, n_tok, ahead = groups.literal_value, tokens.literal_value, prefetch.literal_value
+    if n_groups not in (1, 2) or n_tok not in (1, 2) or ahead not in (0, 1):
+        return None
+    sig = types.void(words, types.int64, d, types.int64, y_words, y_starts, dy, types.int64, types.int64, groups,
+                     tokens, prefetch, out, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        words_a, w_at, d_a, s_at, y_a, ys_a, dy_a, n, nb, _, _, _, out_a, o_at, o_stride = args
+        i16, i32, i64, f32 = ir.IntType(16), ir.IntType(32), ir.IntType(64), ir.FloatType()
+        tys = signature.args
+        tok_at = [builder.mul(builder.add(n, _i64(k)), nb) for k in range(n_tok)]     # nb (n + k)
+        bases = (_pointer(context, builder, tys[0], words_a, w_at, i32),
+                 _pointer(context, builder, tys[2], d_a, s_at, i16),
+                 [(_pointer(context, builder, tys[4], y_a, builder.shl(at, _i64(3)), i32),
+                   _pointer(context, builder, tys[5], ys_a, builder.shl(at, _i64(3)), i32),
+                   _pointer(context, builder, tys[6], dy_a, at, f32)) for at in tok_at])
+        zero = ir.Constant(_F32X16, [0.0] * 16)
+
+        entry, loop = builder.block, builder.append_basic_block("q8_0.blocks")
+        builder.branch(loop)
+        builder.position_at_end(loop)                            # one trip per block b, the sums in phis
+        b = builder.phi(i64)
+        accs = [[[builder.phi(_F32X16) for _ in range(8)] for _ in range(n_tok)] for _ in range(n_groups)]
+        if ahead:
+            _prefetch_rows(builder, bases[0], bases[1:2], builder.add(b, nb), 8, n_groups)
+        news = _q8_0_block(builder, bases, b, accs)
+        b_next = builder.add(b, _i64(1))
+        b.add_incoming(_i64(0), entry)
+        b.add_incoming(b_next, loop)
+        for phi, value in zip(_flat(accs), _flat(news), strict=True):
+            phi.add_incoming(zero, entry)
+            phi.add_incoming(value, loop)
+        done = builder.append_basic_block("q8_0.done")
+        builder.cbranch(builder.icmp_signed("<", b_next, nb), loop, done)
+        builder.position_at_end(done)
+        o_base = _pointer(context, builder, tys[12], out_a, o_at, f32)
+        for g, per_token in enumerate(news):
+            for k, a in enumerate(per_token):
+                total = builder.fadd(builder.fadd(builder.fadd(a[0], a[4]), builder.fadd(a[2], a[6])),
+                                     builder.fadd(builder.fadd(a[1], a[5]), builder.fadd(a[3], a[7])))   # hsum8
+                at = builder.add(builder.mul(o_stride, _i64(k)), _i64(16 * g))
+                builder.store(total, builder.bitcast(builder.gep(o_base, [at]), _F32X16.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _q8_0_block(builder, bases, b, accs):
+    """One block of ``rows_q8_0`` for every group and token: the new 8 lanes [group][token][lane] from the phis
+    ``accs`` (same nesting). A token's activation words, starts and dy are splat straight from memory."""
+    w_base, d_base, tokens = bases
+    dot = _dot_vnni if USE_VNNI else _dot_portable
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_F32X16, [_F32X16] * 3), "llvm.fma.v16f32")
+    half16, bits16 = ir.VectorType(ir.HalfType(), 16), ir.VectorType(ir.IntType(16), 16)
+
+    def splat_at(base, at):
+        value = builder.load(builder.gep(base, [at]), align=4)
+        if isinstance(value.type, ir.FloatType):
+            return builder.bitcast(_splat(builder, builder.bitcast(value, ir.IntType(32))), _F32X16)
+        return _splat(builder, value)
+
+    news = []
+    for g, per_token in enumerate(accs):
+        at = builder.add(builder.shl(b, _i64(6)), _i64(16 * g))
+        bits = builder.load(builder.bitcast(builder.gep(d_base, [at]), bits16.as_pointer()), align=2)
+        d = builder.fpext(builder.bitcast(bits, half16), _F32X16)
+        dds = [builder.fmul(d, splat_at(dy_base, b)) for _, _, dy_base in tokens]   # d · dy, rounded
+        new = [[None] * 8 for _ in per_token]
+        w_at = builder.add(builder.shl(b, _i64(9)), _i64(16 * g))
+        for lane in range(8):
+            w = _load16(builder, w_base, builder.add(w_at, _i64(64 * lane)))
+            y_at = builder.add(builder.shl(b, _i64(3)), _i64(lane))
+            for k, (y_base, start_base, _) in enumerate(tokens):
+                integer = dot(builder, splat_at(start_base, y_at), w, splat_at(y_base, y_at))
+                new[k][lane] = builder.call(fma, [dds[k], builder.sitofp(integer, _F32X16), per_token[k][lane]])
+        news.append(new)
     return news

@@ -23,18 +23,21 @@ for raw in raws:                                         # finite fp16 scales (d
     raw.reshape(70, 8, -1)[..., 1::2][..., :2] &= 0x3B
 outs = [np.concatenate([m.matmul(m.repack(raw), x), m.matvec(m.repack(raw), x[0])[None]]) for m, raw in zip(mods, raws)]
 np.save(sys.argv[1], np.stack(outs))
-q41 = q4_1.repack(raws[1][:50])                          # rows_q4_1: a lone token's 32 rows cut to 18, a pair's 16 to 2
-np.save(sys.argv[2], np.concatenate([q4_1.matmul(q41, x[:2]), q4_1.matvec(q41, x[4])[None]]))
+cut = []                                                 # rows_q8_0 / rows_q4_1: a lone token's 32 rows cut to 18,
+for m, raw in zip(mods[:2], raws[:2]):                   # a pair's 16 to 2
+    p = m.repack(raw[:50])
+    cut.append(np.concatenate([m.matmul(p, x[:2]), m.matvec(p, x[4])[None]]))
+np.save(sys.argv[2], np.stack(cut))
 """
 
 
 @pytest.mark.slow
 def test_kernels_compiled_for_a_cpu_without_avx512_give_the_same_bits(tmp_path):
     """Compile for haswell (AVX2, no AVX-512, no VNNI) in a fresh process with its own kernel cache: a micro-batch
-    of 5 tokens and a lone token (Q5_0 takes another path for it; Q4_1's vnni.rows_q4_1 two tokens at a time and
-    a lone one, with rows cut short: 50 rows)."""
+    of 5 tokens and a lone token (Q5_0 takes another path for it; Q4_1's vnni.rows_q4_1 and Q8_0's
+    vnni.rows_q8_0 two tokens at a time and a lone one, with rows cut short: 50 rows)."""
     env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
-    subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "out.npy"), str(tmp_path / "q4_1.npy")], env=env,
+    subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "out.npy"), str(tmp_path / "cut.npy")], env=env,
                    check=True, timeout=600)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((5, 256)).astype(np.float32)
@@ -47,7 +50,8 @@ def test_kernels_compiled_for_a_cpu_without_avx512_give_the_same_bits(tmp_path):
     assert np.isfinite(here).all()
     np.testing.assert_array_equal(here[:, 5], here[:, 0])            # the lone token = the first of the batch
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), here)
-    q41 = q4_1.repack(raws[1][:50])
-    here_q41 = np.concatenate([q4_1.matmul(q41, x[:2]), q4_1.matvec(q41, x[4])[None]])
-    np.testing.assert_array_equal(here_q41[:2], here[1, :2, :50])                # the same rows of the 70
-    np.testing.assert_array_equal(np.load(tmp_path / "q4_1.npy"), here_q41)
+    here_cut = np.stack([np.concatenate([m.matmul(m.repack(raw[:50]), x[:2]), m.matvec(m.repack(raw[:50]), x[4])[None]])
+                         for m, raw in zip(mods[:2], raws[:2], strict=True)])
+    np.testing.assert_array_equal(here_cut[:, :2], here[:2, :2, :50])            # the same rows of the 70
+    np.testing.assert_array_equal(here_cut[:, 2], here[:2, 4, :50])
+    np.testing.assert_array_equal(np.load(tmp_path / "cut.npy"), here_cut)
