@@ -142,11 +142,12 @@ def attend_segments(q: np.ndarray, k: np.ndarray, v: np.ndarray, batch: SegmentB
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _attend_decoding(q, k, v, kts, vs, positions, layer, cos, sin, scale, window, neox, q_scale, out):
-    """Row i: one new token of sequence i at positions[i] against kts[i][layer] / vs[i][layer] (see attend)."""
-    for i in range(q.shape[0]):
-        kt_cache, v_cache, pos, row = kts[i][layer], vs[i][layer], positions[i], slice(i, i + 1)
+    """Row i: one new token of sequence i at positions[i] against kts[i][layer] / vs[i][layer] (see attend);
+    the sequences are shared among the kernel threads (each row's arithmetic, so its bits, are the same)."""
+    for i in prange(q.shape[0]):
+        kt_cache, v_cache, pos, row = kts[i][layer], vs[i][layer], np.int64(positions[i]), slice(i, i + 1)
         qi = _store(q[row], k[row], v[row], kt_cache, v_cache, pos, cos[row], sin[row], neox, q_scale)
         _attend_rows(qi, kt_cache, v_cache, pos, scale, window, out[row])
 
