@@ -2,7 +2,10 @@
 
 GGUF stores BERT vocabularies in "phantom space" form (engine.md §3.5): word-initial pieces carry a "▁"
 prefix, "##" continuation prefixes are removed, "[...]" tokens stay as they are. Normalization follows HF
-(the reference for embedding quality), not llama.cpp, which does not strip accents.
+(sentence-transformers, the reference of the embedding oracle), not llama.cpp, whose WPM differs on rarer text
+(measured against llama-cpp-python 0.3.36): its NFD keeps only a decomposition's first code point (a Hangul
+syllable loses its vowel and final), it also drops spacing and enclosing marks (Mc, Me), keeps unassigned code
+points (the word becomes [UNK]) and has no 100-character word limit.
 """
 
 from __future__ import annotations
