@@ -30,16 +30,31 @@ def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     return out
 
 
-@njit(cache=True, nogil=True)
 def silu_mul(gate_up: np.ndarray, ffn_dim: int) -> np.ndarray:
-    """Twin of ops.silu_mul: (T, 2·ffn_dim) gate | up -> (T, ffn_dim), ggml_vec_swiglu_f32's arithmetic."""
-    T = gate_up.shape[0]
-    out = np.empty((T, ffn_dim), np.float32)
-    for t in range(T):
-        for i in range(ffn_dim):
-            g = gate_up[t, i]
-            out[t, i] = (g / (np.float32(1.0) + expf(-g))) * gate_up[t, ffn_dim + i]
+    """Twin of ops.silu_mul: (T, 2·ffn_dim) gate | up -> (T, ffn_dim), ggml_vec_swiglu_f32's arithmetic; several
+    tokens (a decoding batch, a prompt) are shared among the kernel threads, one token runs serially."""
+    out = np.empty((gate_up.shape[0], ffn_dim), np.float32)
+    (_silu_mul_parallel if gate_up.shape[0] > 1 else _silu_mul_serial)(gate_up, ffn_dim, out)
     return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _silu_mul_row(gate_up, ffn_dim, out):
+    for i in range(ffn_dim):
+        g = gate_up[i]
+        out[i] = (g / (np.float32(1.0) + expf(-g))) * gate_up[ffn_dim + i]
+
+
+@njit(cache=True, nogil=True)
+def _silu_mul_serial(gate_up, ffn_dim, out):
+    for t in range(gate_up.shape[0]):
+        _silu_mul_row(gate_up[t], ffn_dim, out[t])
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _silu_mul_parallel(gate_up, ffn_dim, out):
+    for t in prange(gate_up.shape[0]):
+        _silu_mul_row(gate_up[t], ffn_dim, out[t])
 
 
 @njit(cache=True, nogil=True)

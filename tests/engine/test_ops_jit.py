@@ -149,3 +149,9 @@ def test_decoding_step_attends_every_sequence_as_alone(rng, neox, window):
     for a, b in zip(alone, together, strict=True):
         np.testing.assert_array_equal(b.kt, a.kt)
         np.testing.assert_array_equal(b.v, a.v)
+
+
+@pytest.mark.parametrize("tokens", [1, 5])                       # serial and threaded paths
+def test_silu_mul_equals_twin(rng, tokens):
+    gate_up = (rng.standard_normal((tokens, 2 * 96)) * 6).astype(np.float32)
+    np.testing.assert_array_equal(ops_jit.silu_mul(gate_up, 96), ops.silu_mul(gate_up, 96))
