@@ -54,6 +54,9 @@ def request_body(client: Client, name: str, parsed: mf.Modelfile, base: Path) ->
     if parsed.adapters:
         body["adapters"] = {}
         for adapter in parsed.adapters:
+            if adapter.startswith("@sha256:"):                     # a blob already on the server (`show` writes these)
+                body["adapters"][adapter[1:]] = adapter[1:]
+                continue
             path = _local(adapter, base)
             if path is None:
                 raise ClientError(f"ADAPTER {adapter}: no such file")

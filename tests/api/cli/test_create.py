@@ -98,3 +98,38 @@ def test_create_errors_are_one_line(pollama, tmp_path, modelfile, message):
         (tmp_path / "Modelfile").write_text(modelfile)
     result = pollama("create", "broken", "-f", str(tmp_path / "Modelfile"))
     assert_one_line_error(result, message)
+
+
+def test_a_shown_modelfile_creates_the_same_model(pollama, tmp_path):
+    """`show --modelfile` names the blob as @sha256:… (no server path); `create -f` takes it back unchanged."""
+    shown = pollama("show", SHORT, "--modelfile").stdout
+    assert "\nFROM @sha256:" in shown
+    (tmp_path / "Modelfile").write_text(shown)
+    result = pollama("create", "roundtrip", "-f", str(tmp_path / "Modelfile"))
+    assert result.returncode == 0, result.stderr
+    for field in ("--parameters", "--template", "--system"):
+        assert pollama("show", "roundtrip", field).stdout == pollama("show", SHORT, field).stdout
+    assert pollama("rm", "roundtrip").returncode == 0
+
+
+def test_a_shown_modelfile_with_an_adapter_creates_the_same_model(pollama, api, tmp_path):
+    from tests.engine.test_lora import ADAPTED, random_pairs, write_adapter, write_base
+
+    folder = tmp_path / "lora"
+    folder.mkdir()
+    write_base(folder / "base.gguf")
+    write_adapter(folder / "a.gguf", random_pairs(ADAPTED, r=4, seed=1), alpha=8.0)
+    (folder / "Modelfile").write_text("FROM ./base.gguf\nADAPTER ./a.gguf\n")
+    assert pollama("create", "with-lora", "-f", str(folder / "Modelfile")).returncode == 0
+    shown = pollama("show", "with-lora", "--modelfile").stdout
+    assert "\nADAPTER @sha256:" in shown and str(tmp_path) not in shown
+    (tmp_path / "Modelfile").write_text(shown)
+    result = pollama("create", "with-lora-2", "-f", str(tmp_path / "Modelfile"))
+    assert result.returncode == 0, result.stderr
+    layers = [api("POST", "/api/show", {"model": m}).json()["modelfile"].split("\nADAPTER ")[1].split("\n")[0]
+              for m in ("with-lora", "with-lora-2")]
+    assert layers[0] == layers[1]
+    prompt = {"prompt": "hi", "raw": True, "stream": False, "options": {"num_predict": 4, "temperature": 0}}
+    first, second = (api("POST", "/api/generate", {"model": m, **prompt}).json() for m in ("with-lora", "with-lora-2"))
+    assert first["response"] == second["response"] and first["eval_count"] == second["eval_count"]
+    assert pollama("rm", "with-lora", "with-lora-2").returncode == 0

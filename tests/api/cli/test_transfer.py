@@ -10,7 +10,7 @@ def test_push_then_pull_then_run_pulls_itself(pollama, api, real_registry):
     remote = f"{real_registry.host}/cli/short:v1"
     assert pollama("cp", SHORT, remote).returncode == 0
     model_id = rows(pollama("list").stdout)[remote][0]
-    layer = api("POST", "/api/show", {"model": SHORT}).json()["modelfile"].split("sha256-")[1][:12]
+    layer = api("POST", "/api/show", {"model": SHORT}).json()["modelfile"].split("@sha256:")[1][:12]
 
     pushed = pollama("push", remote, "--insecure")
     assert pushed.returncode == 0, pushed.stderr
