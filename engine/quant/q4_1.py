@@ -19,7 +19,7 @@ from numba import njit, prange
 
 from engine.quant import _tiles
 from engine.quant.activations import quantize_q8
-from engine.quant.vnni import rows_q4_1
+from engine.quant.vnni import rows_q4_1, unspill
 
 TYPE = GGMLQuantizationType.Q4_1
 BLOCK, BLOCK_BYTES = GGML_QUANT_SIZES[TYPE]
@@ -106,7 +106,7 @@ def _lone(flat, nb, u, rows, spare):
     else:
         rows_q4_1(words, w_at, d, m, s_at, y_words, dy, sy, np.int64(0), nbn, 2, 1, 0, spare, np.int64(0),
                   np.int64(0))
-        _unspill(out, spare, r0, rows, 1, 32, rows - r0)
+        unspill(out, spare, r0, rows, 1, 32, rows - r0)
 
 
 @njit(cache=True, inline="always")
@@ -132,13 +132,4 @@ def _group(flat, nb, g, n_tokens, rows, spare):
         else:
             rows_q4_1(words, w_at, d, m, s_at, y_words, dy, sy, np.int64(n), nbn, 1, 1, 0, target, o_at, o_stride)
         if not whole:
-            _unspill(out, spare, n * rows + r0, rows, min(2, n_tokens - n), 16, rows - r0)
-
-
-@njit(cache=True, inline="always")
-def _unspill(out, spare, at, rows, n_tokens, stride, count):
-    """out[at + k rows + r] = spare[k stride + r] for the count real rows r of a unit cut short. An explicit
-    loop: written as a slice copy inside the prange, the rows came out unwritten (Numba's parfor passes)."""
-    for k in range(n_tokens):
-        for r in range(count):
-            out[at + k * rows + r] = spare[k * stride + r]
+            unspill(out, spare, n * rows + r0, rows, min(2, n_tokens - n), 16, rows - r0)

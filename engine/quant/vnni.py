@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import llvmlite.binding as llvm
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils, config
 from numba.extending import intrinsic
 
@@ -422,3 +422,13 @@ def _q8_0_block(builder, bases, b, accs):
                 new[k][lane] = builder.call(fma, [dds[k], builder.sitofp(integer, _F32X16), per_token[k][lane]])
         news.append(new)
     return news
+
+
+@njit(cache=True, inline="always")
+def unspill(out, spare, at, rows, n_tokens, stride, count):
+    """out[at + k rows + r] = spare[k stride + r] for the count real rows r of a unit the rows_* intrinsics wrote
+    into a spare buffer because the matrix ends inside it. An explicit loop: written as a slice copy inside a
+    prange, the rows came out unwritten (Numba's parfor passes)."""
+    for k in range(n_tokens):
+        for r in range(count):
+            out[at + k * rows + r] = spare[k * stride + r]
