@@ -204,6 +204,43 @@ def _fma_rows(context, builder, array_types, arrays, weights, y_word, offset):
         _accumulate(builder, scale, integer, _vector_at(builder, a_base, 16 * k, _F32X16))
 
 
+def _block_loop(builder, name, nb, shape, step):
+    """Emit ``for b in range(nb)`` (nb ≥ 1) whose sums stay in registers: phi accumulators [group][token][lane]
+    (``shape``), each 16 float32 rows, start at 0 and ``step(b, accs)`` returns their values after block b.
+    Returns the sums after the last block, with the builder placed after the loop."""
+    n_groups, n_tok, n_lanes = shape
+    zero = ir.Constant(_F32X16, [0.0] * 16)
+    entry, loop = builder.block, builder.append_basic_block(f"{name}.blocks")
+    builder.branch(loop)
+    builder.position_at_end(loop)                                # one trip per block b, the sums in phis
+    b = builder.phi(ir.IntType(64))
+    accs = [[[builder.phi(_F32X16) for _ in range(n_lanes)] for _ in range(n_tok)] for _ in range(n_groups)]
+    news = step(b, accs)
+    latch, b_next = builder.block, builder.add(b, _i64(1))
+    b.add_incoming(_i64(0), entry)
+    b.add_incoming(b_next, latch)
+    for phi, value in zip(_flat(accs), _flat(news), strict=True):
+        phi.add_incoming(zero, entry)
+        phi.add_incoming(value, latch)
+    done = builder.append_basic_block(f"{name}.done")
+    builder.cbranch(builder.icmp_signed("<", b_next, nb), loop, done)
+    builder.position_at_end(done)
+    return news
+
+
+def _store_sums(builder, sums, o_base, o_stride):
+    """Row g·16 + i of token k at o_base[k o_stride + 16 g + i] = hsum8 of its 8 float lanes (ggml's
+    hsum_float_8 order), plus its lane 8 when there is one (Q4_1's mins)."""
+    for g, per_token in enumerate(sums):
+        for k, a in enumerate(per_token):
+            total = builder.fadd(builder.fadd(builder.fadd(a[0], a[4]), builder.fadd(a[2], a[6])),
+                                 builder.fadd(builder.fadd(a[1], a[5]), builder.fadd(a[3], a[7])))
+            if len(a) > 8:
+                total = builder.fadd(total, a[8])
+            at = builder.add(builder.mul(o_stride, _i64(k)), _i64(16 * g))
+            builder.store(total, builder.bitcast(builder.gep(o_base, [at]), _F32X16.as_pointer()), align=4)
+
+
 @intrinsic(prefer_literal=True)
 def rows_q4_1(typingctx, words, w_at, d, m, s_at, y_words, dy, sy, n, nb, groups, tokens, prefetch, out, o_at,
               o_stride):
@@ -230,7 +267,7 @@ def rows_q4_1(typingctx, words, w_at, d, m, s_at, y_words, dy, sy, n, nb, groups
 
     def codegen(context, builder, signature, args):
         words_a, w_at, d_a, m_a, s_at, y_a, dy_a, sy_a, n, nb, _, _, _, out_a, o_at, o_stride = args
-        i16, i32, i64, f32 = ir.IntType(16), ir.IntType(32), ir.IntType(64), ir.FloatType()
+        i16, i32, f32 = ir.IntType(16), ir.IntType(32), ir.FloatType()
         tys = signature.args
         tok_at = [builder.mul(builder.add(n, _i64(k)), nb) for k in range(n_tok)]     # nb (n + k)
         bases = (_pointer(context, builder, tys[0], words_a, w_at, i32),
@@ -239,34 +276,14 @@ def rows_q4_1(typingctx, words, w_at, d, m, s_at, y_words, dy, sy, n, nb, groups
                  [_pointer(context, builder, tys[5], y_a, builder.shl(at, _i64(3)), i32) for at in tok_at],
                  [_pointer(context, builder, tys[6], dy_a, at, f32) for at in tok_at],
                  [_pointer(context, builder, tys[7], sy_a, at, f32) for at in tok_at])
-        zero = ir.Constant(_F32X16, [0.0] * 16)
 
-        entry, loop = builder.block, builder.append_basic_block("q4_1.blocks")
-        builder.branch(loop)
-        builder.position_at_end(loop)                            # one trip per block b, the sums in phis
-        b = builder.phi(i64)
-        accs = [[[builder.phi(_F32X16) for _ in range(9)] for _ in range(n_tok)]     # 8 lanes + mins
-                for _ in range(n_groups)]
-        if ahead:
-            _prefetch_rows(builder, bases[0], bases[1:3], builder.add(b, nb), 4, n_groups)
-        news = [_q4_1_block(builder, bases, b, 16 * g, accs[g]) for g in range(n_groups)]
-        b_next = builder.add(b, _i64(1))
-        b.add_incoming(_i64(0), entry)
-        b.add_incoming(b_next, loop)
-        for phi, value in zip(_flat(accs), _flat(news), strict=True):
-            phi.add_incoming(zero, entry)
-            phi.add_incoming(value, loop)
-        done = builder.append_basic_block("q4_1.done")
-        builder.cbranch(builder.icmp_signed("<", b_next, nb), loop, done)
-        builder.position_at_end(done)
-        o_base = _pointer(context, builder, tys[13], out_a, o_at, f32)
-        for g, per_token in enumerate(news):
-            for k, a in enumerate(per_token):
-                total = builder.fadd(builder.fadd(builder.fadd(a[0], a[4]), builder.fadd(a[2], a[6])),
-                                     builder.fadd(builder.fadd(a[1], a[5]), builder.fadd(a[3], a[7])))   # hsum8
-                at = builder.add(builder.mul(o_stride, _i64(k)), _i64(16 * g))
-                builder.store(builder.fadd(total, a[8]), builder.bitcast(builder.gep(o_base, [at]),
-                                                                         _F32X16.as_pointer()), align=4)
+        def step(b, accs):
+            if ahead:
+                _prefetch_rows(builder, bases[0], bases[1:3], builder.add(b, nb), 4, n_groups)
+            return [_q4_1_block(builder, bases, b, 16 * g, accs[g]) for g in range(n_groups)]
+
+        sums = _block_loop(builder, "q4_1", nb, (n_groups, n_tok, 9), step)           # 8 lanes + mins
+        _store_sums(builder, sums, _pointer(context, builder, tys[13], out_a, o_at, f32), o_stride)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -353,7 +370,7 @@ def rows_q8_0(typingctx, words, w_at, d, s_at, y_words, y_starts, dy, n, nb, gro
 
     def codegen(context, builder, signature, args):
         words_a, w_at, d_a, s_at, y_a, ys_a, dy_a, n, nb, _, _, _, out_a, o_at, o_stride = args
-        i16, i32, i64, f32 = ir.IntType(16), ir.IntType(32), ir.IntType(64), ir.FloatType()
+        i16, i32, f32 = ir.IntType(16), ir.IntType(32), ir.FloatType()
         tys = signature.args
         tok_at = [builder.mul(builder.add(n, _i64(k)), nb) for k in range(n_tok)]     # nb (n + k)
         bases = (_pointer(context, builder, tys[0], words_a, w_at, i32),
@@ -361,32 +378,14 @@ def rows_q8_0(typingctx, words, w_at, d, s_at, y_words, y_starts, dy, n, nb, gro
                  [(_pointer(context, builder, tys[4], y_a, builder.shl(at, _i64(3)), i32),
                    _pointer(context, builder, tys[5], ys_a, builder.shl(at, _i64(3)), i32),
                    _pointer(context, builder, tys[6], dy_a, at, f32)) for at in tok_at])
-        zero = ir.Constant(_F32X16, [0.0] * 16)
 
-        entry, loop = builder.block, builder.append_basic_block("q8_0.blocks")
-        builder.branch(loop)
-        builder.position_at_end(loop)                            # one trip per block b, the sums in phis
-        b = builder.phi(i64)
-        accs = [[[builder.phi(_F32X16) for _ in range(8)] for _ in range(n_tok)] for _ in range(n_groups)]
-        if ahead:
-            _prefetch_rows(builder, bases[0], bases[1:2], builder.add(b, nb), 8, n_groups)
-        news = _q8_0_block(builder, bases, b, accs)
-        b_next = builder.add(b, _i64(1))
-        b.add_incoming(_i64(0), entry)
-        b.add_incoming(b_next, loop)
-        for phi, value in zip(_flat(accs), _flat(news), strict=True):
-            phi.add_incoming(zero, entry)
-            phi.add_incoming(value, loop)
-        done = builder.append_basic_block("q8_0.done")
-        builder.cbranch(builder.icmp_signed("<", b_next, nb), loop, done)
-        builder.position_at_end(done)
-        o_base = _pointer(context, builder, tys[12], out_a, o_at, f32)
-        for g, per_token in enumerate(news):
-            for k, a in enumerate(per_token):
-                total = builder.fadd(builder.fadd(builder.fadd(a[0], a[4]), builder.fadd(a[2], a[6])),
-                                     builder.fadd(builder.fadd(a[1], a[5]), builder.fadd(a[3], a[7])))   # hsum8
-                at = builder.add(builder.mul(o_stride, _i64(k)), _i64(16 * g))
-                builder.store(total, builder.bitcast(builder.gep(o_base, [at]), _F32X16.as_pointer()), align=4)
+        def step(b, accs):
+            if ahead:
+                _prefetch_rows(builder, bases[0], bases[1:2], builder.add(b, nb), 8, n_groups)
+            return _q8_0_block(builder, bases, b, accs)
+
+        sums = _block_loop(builder, "q8_0", nb, (n_groups, n_tok, 8), step)
+        _store_sums(builder, sums, _pointer(context, builder, tys[12], out_a, o_at, f32), o_stride)
         return context.get_dummy_value()
 
     return sig, codegen
