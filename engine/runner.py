@@ -2,9 +2,11 @@
 
 HTTP threads submit work and read Steps from a per-request queue; only the worker thread touches the model, its
 Numba kernels and the KV caches. Every step the worker runs one forward pass for all active sequences: each decoding
-sequence contributes its last token, and one sequence still reading its prompt contributes a chunk of it. New requests
-join between steps. A finished sequence leaves its cache in its slot, so a later request that starts with the same
-tokens (a chat's next turn) reuses that prefix.
+sequence contributes its last token, and sequences still reading their prompts contribute a chunk each, up to the
+first one's num_batch prompt tokens in all, so prompts arriving together are read together. Each chunk is the one
+the sequence would get alone, so its bits do not depend on its neighbours. New requests join between steps. A
+finished sequence leaves its cache in its slot, so a later request that starts with the same tokens (a chat's next
+turn) reuses that prefix.
 """
 
 from __future__ import annotations
@@ -174,14 +176,19 @@ class Runner:
             self._finish(gen)
 
     def _step(self) -> None:
-        """One forward pass for every active sequence (at most one of them reading its prompt)."""
-        batch, prefilling = [], False
+        """One forward pass: every decoding sequence, and the prompt chunks that fit in the first one's num_batch."""
+        batch, budget = [], None
         for gen in self._active:
             if gen.seq.prefilling:
-                if prefilling:
+                budget = gen.limits.num_batch if budget is None else budget
+                take = min(len(gen.seq.pending), gen.limits.num_batch)     # its chunk as if it ran alone
+                if take > budget:
                     continue
-                prefilling = True
-            batch.append((gen, gen.seq.next_segment(gen.limits.num_batch)))
+                budget -= take
+                batch.append((gen, gen.seq.next_segment(take)))
+            else:
+                batch.append((gen, gen.seq.next_segment(1)))
+        prefilling = budget is not None
         threads = self.tuner.pick() if self.tuner else 0
         if threads:
             self._set_threads(threads)

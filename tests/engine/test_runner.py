@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from engine.generate import Limits
@@ -44,6 +45,49 @@ def test_concurrent_generations_equal_lone_ones(runner):
     assert results == alone
     # six sequences of 10 tokens in 4 slots: far fewer forward passes than 6 × 11 run one by one
     assert runner.steps_run - before < 6 * 11 * 0.7
+
+
+def _held_worker(runner):
+    """Keep the worker thread busy until the returned event is set (jobs submitted meanwhile arrive together)."""
+    gate = threading.Event()
+    threading.Thread(target=runner.call, args=(lambda model: gate.wait(),)).start()
+    return gate
+
+
+def _together(runner, prompts, limits):
+    """Submit all prompts while the worker is held; their steps, and the forward passes they took."""
+    gate = _held_worker(runner)
+    iterators = [runner.generate(runner.tokenizer.encode(p), GREEDY, limits) for p in prompts]
+    before = runner.steps_run
+    gate.set()
+    runs = [list(steps) for steps in iterators]
+    return runs, runner.steps_run - before
+
+
+def _logprob_bits(steps):
+    return [(s.token, np.float32(s.logprob.logprob).view(np.uint32)) for s in steps if s.token is not None]
+
+
+def test_prompts_arriving_together_are_read_in_one_forward_pass(runner):
+    """Four prompts that fit one num_batch are read by one forward pass, and each gets the bits it gets alone."""
+    prompts = PROMPTS[:4]
+    limits = Limits(num_predict=3, logprobs=0)
+    alone = [_logprob_bits(list(runner.generate(runner.tokenizer.encode(p), GREEDY, limits))) for p in prompts]
+    runs, passes = _together(runner, prompts, limits)
+    assert [_logprob_bits(steps) for steps in runs] == alone
+    assert passes == 3                 # one pass reads all four prompts (and samples their first tokens), two decode
+
+
+def test_a_prompt_whose_chunk_does_not_fit_the_pass_waits_whole(runner):
+    """num_batch bounds the prompt tokens of one pass. A prompt that does not fit the rest waits for the next pass
+    rather than being cut: cut here, its last token would be a one-token forward call, another float order."""
+    prompts = ["Rivers carry sand", "Apples and pears grow in the orchard behind the old farmhouse"]
+    assert [len(runner.tokenizer.encode(p)) for p in prompts] == [4, 13]       # 16 - 4 = 12 < 13
+    limits = Limits(num_predict=1, num_batch=16, logprobs=0)
+    alone = [_logprob_bits(list(runner.generate(runner.tokenizer.encode(p), GREEDY, limits))) for p in prompts]
+    runs, passes = _together(runner, prompts, limits)
+    assert [_logprob_bits(steps) for steps in runs] == alone
+    assert passes == 2
 
 
 def test_seeded_sampling_is_independent_of_other_traffic(runner):
