@@ -11,8 +11,11 @@ NUM_PARALLEL = the largest client count. Prints JSON lines:
     ``overhead_pct``: how much slower the client's rate is than speed.py's (sampling, the runner's queues, JSON and
     HTTP together), and ``transport_overhead_pct`` against the server's own rate (JSON and HTTP alone);
   * ``concurrency``: N clients at once, each a distinct short raw prompt that the model continues without stopping:
-    ``aggregate_tok_s`` (decoded tokens of all clients over the span from the first first-token to the last
-    token), ``speedup`` against the first client count (1), time to first token from sending the request (mean, max).
+    ``decode_tok_s``, the tokens of all clients per second while all N were decoding (from the last client's first
+    token to the first client's last), and ``speedup``, that against the first client count (1);
+    ``aggregate_tok_s``, decoded tokens of all clients over the whole span from the first first-token to the last
+    token, which also holds the other clients' prompt reading when they arrive one after another, and its
+    ``aggregate_speedup``; time to first token from sending the request (mean, max).
 Every line carries the 1-minute load average: the machine may be shared. Numbers are reported, never asserted.
 """
 
@@ -155,8 +158,9 @@ def http_single(port: int, engine_tok_s: float) -> dict:
 
 
 def counting_prompt(i: int) -> str:
-    """A distinct raw prompt per client that the model continues for as long as it is let (greedy)."""
-    start = 100 * i + 1
+    """A distinct raw prompt per client that the model continues for as long as it is let (greedy): "101, 102, ..."
+    and up (smollm2 ends "1, 2, 3, 4, 5," after 51 tokens with a code snippet)."""
+    start = 100 * (i + 1) + 1
     return ", ".join(str(n) for n in range(start, start + 5)) + ","
 
 
@@ -176,9 +180,19 @@ def concurrency(port: int, clients: int, tokens: int) -> dict:
     decoded = sum(s.final["eval_count"] - 1 for s in streams)
     ttfts = [s.ttft_s for s in streams]
     return {"bench": "concurrency", "clients": clients, "tokens": sum(s.final["eval_count"] for s in streams),
+            "decode_tok_s": round(all_decoding_rate(streams), 2),
             "aggregate_tok_s": round(decoded / (last - first), 2),
             "per_client_tok_s": round(sum(decode_rate(s) for s in streams) / clients, 2),
             "ttft_s_mean": round(sum(ttfts) / clients, 3), "ttft_s_max": round(max(ttfts), 3)}
+
+
+def all_decoding_rate(streams: list[Stream]) -> float:
+    """Tokens per second of all streams together while every one of them was decoding: from the last stream's
+    first token to the first stream's last token (nobody reading a prompt or finished in between)."""
+    start = max(s.token_s[0] for s in streams)
+    end = min(s.token_s[-1] for s in streams)
+    tokens = sum(1 for s in streams for t in s.token_s if start < t <= end)
+    return tokens / (end - start)
 
 
 def main() -> None:
@@ -202,8 +216,9 @@ def main() -> None:
         single = None
         for n in counts:
             line = concurrency(port, n, args.tokens)
-            single = single or line["aggregate_tok_s"]
-            emit({**line, "speedup": round(line["aggregate_tok_s"] / single, 2)})
+            single = single or line
+            emit({**line, "speedup": round(line["decode_tok_s"] / single["decode_tok_s"], 2),
+                  "aggregate_speedup": round(line["aggregate_tok_s"] / single["aggregate_tok_s"], 2)})
 
 
 if __name__ == "__main__":
