@@ -11,7 +11,25 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from engine.fpmath import expf, f16_to_f32, f32_bits, f32_to_f16, fma32, reduce16
+from engine.fpmath import (
+    add16,
+    expf,
+    f16_to_f32,
+    f32_bits,
+    f32_to_f16,
+    floats4,
+    fma16,
+    fma32,
+    halves16,
+    hmax16,
+    hsum16,
+    load16,
+    max16,
+    rows4,
+    splat16,
+    store16,
+    zeros16,
+)
 from engine.kv_cache import SegmentBatch, segment_rows
 
 
@@ -227,114 +245,157 @@ def _attend_rows_parallel(q, kt_cache, v_cache, start_pos, scale, window, out):
 @njit(cache=True, nogil=True)
 def _attend_one(q: np.ndarray, kt_cache: np.ndarray, v_cache: np.ndarray, first: int, end: int, scale: float,
                 out: np.ndarray, decode: bool) -> None:
-    """softmax(q·K[first:end] · scale) · V[first:end] for every head of one query; out (n_head · d,).
+    """softmax(q·K[first:end] · scale) · V[first:end] for every head of one query; out (n_head · dv,). The arrays
+    are C-contiguous: q (n_head, d) f32, kt_cache (n_kv, d, capacity) / v_cache (n_kv, capacity, dv) f16 bits.
 
     The float order is llama.cpp's (flash attention off), so that logits match it bit for bit: K·Q and P·V are
     f16 × f16 matmuls, summed in the 16 float lanes of a __m512 — by ggml_vec_dot_f16 (4 accumulators, 64 values
     a step) when one token is evaluated (``decode``), by tinyBLAS (one accumulator) for a batch — then
     _mm512_reduce_add_ps; the softmax is ggml_vec_soft_max_f32 (ggml's expf, 16-lane chunk sums added in float64,
     times the float32 reciprocal) and the probabilities are rounded to f16 before P·V. Lane and chunk positions
-    count from cache position 0, as in llama.cpp's KV cache.
+    count from cache position 0, as in llama.cpp's KV cache. Positions outside [first, end) never reach a result.
     """
-    n_head, d = q.shape
-    n_kv = kt_cache.shape[0]
-    group = n_head // n_kv
+    n_kv, d, capacity = kt_cache.shape
     start = first // 16 * 16                                   # the first 16-position chunk that has a key
-    probs = np.zeros((group, end - start), np.float32)         # positions start..end-1, masked ones stay 0
-    for kv in range(n_kv):                                     # the heads of a group share each K and V load
-        heads = q[kv * group:(kv + 1) * group]
-        _scores(heads, kt_cache[kv], first, end, start, decode, probs)
-        for g in range(group):
-            _softmax(probs[g], first - start, np.float32(scale))
-        _weighted_values(probs, v_cache[kv], start, end, decode, out[kv * group * d:(kv + 1) * group * d])
+    n_blocks = (end - start + 15) // 16
+    probs = np.empty((q.shape[0], 16 * n_blocks), np.float32)  # positions start.., whole chunks
+    # K·Q: dims summed, 16 positions side by side (lanes outside [first, end) are masked by the softmax)
+    _lane_dots(q, kt_cache, start, capacity, capacity - start, d, probs, probs.shape[1], n_blocks, 2, decode)
+    _softmax(probs, first - start, end - start, np.float32(scale))
+    dv = v_cache.shape[2]                                      # P·V: positions summed, 16 columns side by side
+    if dv % 16 == 0:
+        _lane_dots(probs, v_cache, start * dv, dv, dv, end - start, out, dv, dv // 16, 1, decode)
+        return
+    padded_row = (dv + 15) // 16 * 16                          # a head size off the lane grid (tiny test models):
+    padded = np.empty(q.shape[0] * padded_row, np.float32)     # columns past dv read as 0, into whole-lane rows
+    _lane_dots(probs, v_cache, start * dv, dv, dv, end - start, padded, padded_row, padded_row // 16, 1, decode)
+    flat = out.reshape(-1)
+    for h in range(q.shape[0]):
+        flat[h * dv:(h + 1) * dv] = padded[h * padded_row:h * padded_row + dv]
+
+
+@njit(cache=True, nogil=True)
+def _softmax(probs: np.ndarray, skip: int, n: int, scale: np.float32) -> None:
+    """ggml_vec_soft_max_f32 after the scale, in place on each row of probs (n_head, width = 16·ceil(n / 16)) over
+    positions [skip, n): max, ggml's expf of the differences, 16-position chunk sums (reduce16) added in float64,
+    times the float32 reciprocal; then rounded to f16 (the operand of P·V). Masked positions become 0."""
+    width = probs.shape[1]                          # whole 16-position chunks (the tail padded with masked ones)
+    lo, hi = np.uint64(skip), np.uint64(n)       # unsigned indices: no negative-index wraparound, loops vectorize
+    for h in range(probs.shape[0]):
+        for s in range(np.uint64(width)):         # masked positions -inf, which never wins a max (as they must not)
+            probs[h, s] = probs[h, s] * scale if lo <= s < hi else np.float32(-np.inf)
+        lanes = splat16(np.float32(-np.inf))
+        for c0 in range(h * width, (h + 1) * width, 16):
+            lanes = max16(lanes, load16(probs, c0))
+        best = hmax16(lanes)                           # the maximum over [skip, n), as a sequential max takes it
+        for s in range(np.uint64(width)):
+            probs[h, s] = expf(probs[h, s] - best) if lo <= s < hi else np.float32(0.0)
+        total = 0.0
+        for c0 in range(h * width, (h + 1) * width, 16):
+            total += np.float64(hsum16(load16(probs, c0)))
+        inv = np.float32(1.0 / total)
+        for s in range(lo, hi):
+            probs[h, s] = f16_to_f32(f32_to_f16(probs[h, s] * inv))
+
+
+@njit(cache=True, nogil=True)
+def _lane_dots(xs, ys, y_0, y_step, lanes_end, n, dst, dst_row, n_cols, per_pass, decode):
+    """Every dot product of attention, 16 at a time in vector lanes l < 16: for each row o of xs (n_rows, x_row)
+    and column block i < n_cols,
+
+        dst.flat[o·dst_row + 16 i + l] = Σ_{e < n} xs[o, e] · ys[o // group].flat[y_0 + 16 i + l + e·y_step]
+
+    with xs f32, ys (n_kv, ...) f16 bits (both C-contiguous), group = n_rows // n_kv, and ys read as 0 in lanes
+    16 i + l >= lanes_end (the K cache's capacity); summed as ggml_vec_dot_f16 sums one dot: element e in lane
+    e % 16 of accumulator (e // 16) % 4 (``decode``) or of the only one (a batch: tinyBLAS), in order of e; then
+    (a0 + a2) + (a1 + a3) and reduce16 over the 16 lanes. (P·V counts the accumulators from cache position 0, not
+    from e = 0: the same pairs {a0, a2}, {a1, a3}, so the same sum.) Elements e >= n are never read. ``per_pass``
+    (1 or 2): column blocks converted together, see _lane_dots_in_order."""
+    if decode:
+        _lane_dots_in_order(xs, ys, y_0, y_step, lanes_end, n, dst, dst_row, n_cols, per_pass, True)
+    else:
+        _lane_dots_in_order(xs, ys, y_0, y_step, lanes_end, n, dst, dst_row, n_cols, per_pass, False)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _acc_index(i: int, decode: bool) -> int:
-    """Which accumulator sums element i: ggml_vec_dot_f16 keeps 4 (64 values a step), tinyBLAS one."""
-    return (i // 16) % 4 if decode else 0
+def _lane_dots_in_order(xs, ys, y_0, y_step, lanes_end, n, dst, dst_row, n_cols, per_pass, decode):
+    """_lane_dots for a constant ``decode``. Each column block of ys is first converted into a tile (n, 16) f32, one
+    cache line an element, which the group's heads then share: the elements lie far apart in the cache (capacity or
+    head size apart, often a power of two, so that read straight they crowd a few cache sets and are fetched again
+    and again). K takes 2 blocks a pass (each key dim's whole cache line of halves), V one (its tile stays in L1).
+
+    The 16 sum lanes go in 4 quads, lanes k, k + 4, k + 8, k + 12 (16 accumulators in registers): reduce16's tree
+    adds exactly those first, s_k = (l_k+4 + l_k+12) + (l_k + l_k+8). Whole 64-element chunks fill accumulator j of
+    each lane from block j; the last blocks take turns (``_rotated``). No helper called in these loops takes an
+    array: Numba would count references on every call."""
+    n_rows, x_row = xs.shape
+    n_kv = ys.shape[0]
+    group, y_head = n_rows // n_kv, ys.size // n_kv
+    chunks, n_blocks = n // 64, (n + 15) // 16
+    size = 256 * n_blocks                                      # a tile: (16 · n_blocks, 16), rows past n stay 0
+    tiles = np.empty(per_pass * size, np.float32)
+    for j in range(per_pass):
+        tiles[j * size + 16 * n:(j + 1) * size] = 0.0
+    quads = np.empty(64, np.float32)
+    for kv in range(n_kv):
+        for i0 in range(0, n_cols, per_pass):
+            at, lanes = kv * y_head + y_0 + 16 * i0, lanes_end - 16 * i0
+            for e in range(n):
+                store16(tiles, 16 * e, halves16(ys, at + e * y_step, lanes))
+                if per_pass == 2:
+                    store16(tiles, size + 16 * e, halves16(ys, at + e * y_step + 16, lanes - 16))
+            for i in range(i0, min(i0 + per_pass, n_cols)):
+                t_at = (i - i0) * size
+                for o in range(kv * group, (kv + 1) * group):
+                    x_at = o * x_row
+                    for k in range(4):
+                        z = zeros16()
+                        la = lb = lc = ld = (z, z, z, z)          # lanes k, k + 4, k + 8, k + 12
+                        for c in range(chunks):
+                            e, t = 64 * c + k, t_at + 16 * (64 * c + k)
+                            la = _fma4(la, floats4(xs, x_at + e, 16, 4), rows4(tiles, t, 256), decode)
+                            lb = _fma4(lb, floats4(xs, x_at + e + 4, 16, 4), rows4(tiles, t + 64, 256), decode)
+                            lc = _fma4(lc, floats4(xs, x_at + e + 8, 16, 4), rows4(tiles, t + 128, 256), decode)
+                            ld = _fma4(ld, floats4(xs, x_at + e + 12, 16, 4), rows4(tiles, t + 192, 256), decode)
+                        for b in range(4 * chunks, n_blocks):       # the (up to 4) blocks after the chunks
+                            e = 16 * b + k                          # (in a partial one, lanes past n add 0 · 0)
+                            x = floats4(xs, x_at + e, 4, min(4, max(0, (n - e + 3) // 4)))
+                            la, lb, lc, ld = _rotated(la, lb, lc, ld, x, rows4(tiles, t_at + 16 * e, 64), decode)
+                        quad = add16(add16(_combined(lb), _combined(ld)), add16(_combined(la), _combined(lc)))
+                        store16(quads, 16 * k, quad)
+                    total = add16(add16(load16(quads, 0), load16(quads, 32)),
+                                  add16(load16(quads, 16), load16(quads, 48)))
+                    store16(dst, o * dst_row + 16 * i, total)
 
 
-@njit(cache=True, nogil=True)
-def _reduce_lanes(v: np.ndarray, n: int, out: np.ndarray) -> None:
-    """out[c] = _mm512_reduce_add_ps of the 16 lanes v[:, c], for c < n (the tree of fpmath.reduce16)."""
-    for c in range(n):
-        t0, t1, t2, t3 = v[0, c] + v[8, c], v[1, c] + v[9, c], v[2, c] + v[10, c], v[3, c] + v[11, c]
-        t4, t5, t6, t7 = v[4, c] + v[12, c], v[5, c] + v[13, c], v[6, c] + v[14, c], v[7, c] + v[15, c]
-        out[c] = ((t4 + t0) + (t6 + t2)) + ((t5 + t1) + (t7 + t3))
+@njit(cache=True, nogil=True, inline="always")
+def _fma4(acc, x, y, decode):
+    """One lane's elements of a 64-element chunk, x[j] · y[j] of block j: into accumulator j (ggml_vec_dot_f16)
+    or, in order, into the only one (tinyBLAS)."""
+    a0, a1, a2, a3 = acc
+    if decode:
+        return fma16(x[0], y[0], a0), fma16(x[1], y[1], a1), fma16(x[2], y[2], a2), fma16(x[3], y[3], a3)
+    return fma16(x[3], y[3], fma16(x[2], y[2], fma16(x[1], y[1], fma16(x[0], y[0], a0)))), a1, a2, a3
 
 
-@njit(cache=True, nogil=True)
-def _scores(heads, keys_t, first, end, start, decode, probs):
-    """probs[g, s - start] = q_g·k_s for the group's heads (group, d) and s in [first, end), 64 positions at a
-    time in the vector lanes. Lane m of the dot sums elements m, m + 16, ... in order, each into accumulator
-    _acc_index(i); the accumulators combine as GGML_F32x16_REDUCE does, (a0 + a2) + (a1 + a3)."""
-    group, d = heads.shape
-    acc = np.zeros((group, 4, 64), np.float32)               # accumulators 1..3 stay 0 unless decode
-    v = np.empty((group, 16, 64), np.float32)
-    used = 4 if decode else 1
-    for s0 in range(first, end, 64):
-        n = min(64, end - s0)
-        for m in range(16):
-            acc[:, :used, :n] = 0.0
-            for i in range(m, d, 16):
-                keys, a = keys_t[i, s0:s0 + n], _acc_index(i, decode)
-                for g in range(group):
-                    qi, row = heads[g, i], acc[g, a]
-                    for c in range(n):         # 1-d row views: LLVM vectorizes these, not 2-d indexing
-                        row[c] = fma32(qi, f16_to_f32(keys[c]), row[c])
-            for g in range(group):
-                lanes, dst = acc[g], v[g, m]
-                for c in range(n):
-                    dst[c] = (lanes[0, c] + lanes[2, c]) + (lanes[1, c] + lanes[3, c])
-        for g in range(group):
-            _reduce_lanes(v[g], n, probs[g, s0 - start:])
+@njit(cache=True, nogil=True, inline="always")
+def _rotated(la, lb, lc, ld, x, y, decode):
+    """The quad's 4 lanes' elements of a single block, x[j] · y[j] into acc[0] of lane j; in decode the
+    accumulators then move down one place, so that acc[0] is the next block's."""
+    return (_rotated1(la, x[0], y[0], decode), _rotated1(lb, x[1], y[1], decode),
+            _rotated1(lc, x[2], y[2], decode), _rotated1(ld, x[3], y[3], decode))
 
 
-@njit(cache=True, nogil=True)
-def _softmax(w: np.ndarray, skip: int, scale: np.float32) -> None:
-    """In place over w[skip:] (w[:skip] are masked and stay 0): ggml_vec_soft_max_f32 after the scale."""
-    best = -np.inf
-    for s in range(skip, w.shape[0]):
-        w[s] = w[s] * scale
-        best = max(best, w[s])
-    for s in range(skip, w.shape[0]):
-        w[s] = expf(w[s] - best)
-    total = 0.0
-    chunk = np.zeros(16, np.float32)
-    for c0 in range(0, w.shape[0], 16):                        # the tail chunk is padded with masked zeros
-        n = min(16, w.shape[0] - c0)
-        chunk[:n] = w[c0:c0 + n]
-        chunk[n:] = 0.0
-        total += np.float64(reduce16(chunk))
-    inv = np.float32(1.0 / total)
-    for s in range(skip, w.shape[0]):
-        w[s] = w[s] * inv
-    round_f16(w)                                               # the f16 operand of P·V
+@njit(cache=True, nogil=True, inline="always")
+def _rotated1(acc, x, y, decode):
+    """One sum lane's element of a single block (see _rotated)."""
+    if decode:
+        return acc[1], acc[2], acc[3], fma16(x, y, acc[0])
+    return fma16(x, y, acc[0]), acc[1], acc[2], acc[3]
 
 
-@njit(cache=True, nogil=True)
-def _weighted_values(probs, values, start, end, decode, out):
-    """out (group · d,) = Σ_s probs[g, s - start] · v_s for each head g of the group: position s goes to lane
-    s % 16 of accumulator _acc_index(s), in position order (chunks of 16 count from cache position 0)."""
-    group = probs.shape[0]
-    d = values.shape[1]
-    acc = np.zeros((group, 4, 64), np.float32)               # accumulators 1..3 stay 0 unless decode
-    v = np.empty((group, 16, 64), np.float32)
-    used = 4 if decode else 1
-    for i0 in range(0, d, 64):
-        n = min(64, d - i0)
-        for m in range(16):
-            acc[:, :used, :n] = 0.0
-            for s in range(start + (m - start) % 16, end, 16):
-                value, a = values[s, i0:i0 + n], _acc_index(s, decode)
-                for g in range(group):
-                    p, row = probs[g, s - start], acc[g, a]
-                    for c in range(n):
-                        row[c] = fma32(p, f16_to_f32(value[c]), row[c])
-            for g in range(group):
-                lanes, dst = acc[g], v[g, m]
-                for c in range(n):
-                    dst[c] = (lanes[0, c] + lanes[2, c]) + (lanes[1, c] + lanes[3, c])
-        for g in range(group):
-            _reduce_lanes(v[g], n, out[g * d + i0:])
+@njit(cache=True, nogil=True, inline="always")
+def _combined(acc):
+    """GGML_F32x16_REDUCE's (a0 + a2) + (a1 + a3). Which accumulator a chain started in does not matter: shifted
+    by any number of places, the pairs stay {a0, a2} and {a1, a3}, and float addition commutes exactly."""
+    return add16(add16(acc[0], acc[2]), add16(acc[1], acc[3]))

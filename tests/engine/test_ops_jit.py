@@ -20,9 +20,10 @@ def test_rms_norm_equals_twin(rng):
     np.testing.assert_allclose(ops_jit.rms_norm(x, w, 1e-5), ops.rms_norm(x, w, 1e-5), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("d", [16, 8, 24])                   # 8, 24: head sizes off the 16-lane grid
 @pytest.mark.parametrize("neox, window, n_past", [(False, 0, 0), (False, 0, 37), (True, 0, 20), (True, 8, 30)])
-def test_attend_one_token_equals_rope_write_attend(rng, neox, window, n_past):
-    n_head, n_kv, d = 6, 2, 16
+def test_attend_one_token_equals_rope_write_attend(rng, neox, window, n_past, d):
+    n_head, n_kv = 6, 2
     table = ops.RopeTable(d, 10000.0)
     rope = ops.rope_neox if neox else ops.rope_normal
     past_k = rng.standard_normal((n_past, n_kv, d)).astype(np.float32)
