@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.sampling_jit import greedy_penalized
+
 Candidates = tuple[np.ndarray, np.ndarray]          # (ids int (n,), logits f32 (n,))
 
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF                     # llama.cpp's "pick a random seed"; Ollama's seed -1
@@ -501,11 +503,11 @@ class Sampler:
             raise ValueError(f"logits have shape {logits.shape}, expected ({self.vocab_size},)")
         o = self.options
         logits = apply_logit_bias(np.asarray(logits, np.float32), o.logit_bias)
-        logits = apply_penalties(logits, self.history(), o.repeat_penalty, o.presence_penalty,
-                                 o.frequency_penalty, newline_id=self.newline_id,
-                                 penalize_newline=o.penalize_newline)
+        penalties = (self.history(), o.repeat_penalty, o.presence_penalty, o.frequency_penalty)
+        newline = {"newline_id": self.newline_id, "penalize_newline": o.penalize_newline}
         if o.temperature <= 0:
-            return greedy(logits)
+            return greedy_penalized(logits, *penalties, **newline)
+        logits = apply_penalties(logits, *penalties, **newline)
         if o.mirostat in (1, 2):
             return self._sample_mirostat(temperature(logits, o.temperature))
         ids, logits = top_k(self._ids, logits, o.top_k)
