@@ -1,15 +1,18 @@
 """Serving throughput: concurrent streaming clients through real HTTP against `pollama serve`, and the HTTP overhead.
 
-    python benchmarks/serve.py [--model PATH] [--threads 2] [--clients 1,2,4,8] [--tokens 64]
+    python benchmarks/serve.py [--model PATH] [--threads 2] [--clients 1,2,4,8] [--tokens 64] [--pairs 3]
 
-Runs benchmarks/speed.py first (same model, same threads), then starts `python -m api serve` as a subprocess (so the
-clients here never hold the server's GIL) on a free loopback port, with a temporary store holding smollm2:135m and
-NUM_PARALLEL = the largest client count. Prints JSON lines:
+Starts `python -m api serve` as a subprocess (so the clients here never hold the server's GIL) on a free loopback
+port, with a temporary store holding smollm2:135m and NUM_PARALLEL = the largest client count, then runs
+benchmarks/speed.py (same model, same threads, its own process, the server idle meanwhile) and ``http_single``
+alternately ``--pairs`` times: on a shared 2-core machine two processes' rates differ by up to ±10 % run to run, so
+one pair says little about a few per cent. Prints JSON lines:
   * ``engine``: speed.py's own line (forward passes only: a 256-token prompt, then 128 decode steps);
   * ``http_single``: one stream with speed.py's 256-token prompt and 128 tokens: ``decode_tok_s`` as the client
     sees it (first to last token), ``server_decode_tok_s`` from the server's eval_count / eval_duration, and
     ``overhead_pct``: how much slower the client's rate is than speed.py's (sampling, the runner's queues, JSON and
     HTTP together), and ``transport_overhead_pct`` against the server's own rate (JSON and HTTP alone);
+  * ``http_overhead``: the median of the pairs' ``overhead_pct`` and each of them;
   * ``concurrency``: N clients at once, each a distinct short raw prompt that the model continues without stopping:
     ``decode_tok_s``, the tokens of all clients per second while all N were decoding (from the last client's first
     token to the first client's last), and ``speedup``, that against the first client count (1);
@@ -26,6 +29,7 @@ import http.client
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -201,6 +205,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="compute threads (both benches)")
     parser.add_argument("--clients", default="1,2,4,8", help="comma-separated numbers of concurrent clients")
     parser.add_argument("--tokens", type=int, default=64, help="tokens each concurrent client generates")
+    parser.add_argument("--pairs", type=int, default=3, help="speed.py / http_single pairs, run alternately")
     args = parser.parse_args()
     path = model_path(args.model)
     counts = [int(n) for n in args.clients.split(",")]
@@ -208,11 +213,17 @@ def main() -> None:
     def emit(line: dict) -> None:
         print(json.dumps({**line, "load_avg_1m": round(os.getloadavg()[0], 2)}), flush=True)
 
-    engine = speed_line(path, args.threads)
-    emit({"bench": "engine", **engine})
     with server(path, args.threads, max(counts)) as port:
         run_stream(port, greedy(counting_prompt(0), 4))                      # load and warm up
-        emit(http_single(port, engine["decode_tok_s"]))
+        overheads = []
+        for _ in range(args.pairs):                  # the server idles while speed.py runs
+            engine = speed_line(path, args.threads)
+            emit({"bench": "engine", **engine})
+            line = http_single(port, engine["decode_tok_s"])
+            overheads.append(line["overhead_pct"])
+            emit(line)
+        emit({"bench": "http_overhead", "pairs": args.pairs, "overhead_pct_median": statistics.median(overheads),
+              "overhead_pct_each": overheads})
         single = None
         for n in counts:
             line = concurrency(port, n, args.tokens)
