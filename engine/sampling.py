@@ -6,6 +6,9 @@ The chain (llama.cpp ``llama_sampling_sample``; Ollama used it from 0.1 through 
                             ├─ mirostat 1 / 2:   temperature, mirostat v1 / v2, draw, update mu
                             └─ otherwise:        top_k → tail_free → typical → top_p → min_p → temp, draw
 
+A greedy request runs penalties and argmax as one compiled call (engine.sampling_jit.greedy_penalized, whose
+NumPy twin is ``greedy(apply_penalties(...))`` here).
+
 Every transform is a pure function. Full-vocabulary steps take ``logits`` (f32 (vocab,)); truncating steps
 take and return *candidates* ``(ids, logits)``, two aligned arrays (int (n,), f32 (n,)). No function modifies
 its arguments, and a disabled transform returns its input unchanged. ``Sampler`` holds the only state: the
