@@ -1,6 +1,7 @@
 """Serving throughput: concurrent streaming clients through real HTTP against `pollama serve`, and the HTTP overhead.
 
     python benchmarks/serve.py [--model PATH] [--threads 2] [--clients 1,2,4,8] [--tokens 64] [--pairs 3]
+                               [--idle-model gemma3:270m]
 
 Starts `python -m api serve` as a subprocess (so the clients here never hold the server's GIL) on a free loopback
 port, with a temporary store holding smollm2:135m and NUM_PARALLEL = the largest client count, then runs
@@ -13,6 +14,8 @@ one pair says little about a few per cent. Prints JSON lines:
     ``overhead_pct``: how much slower the client's rate is than speed.py's (sampling, the runner's queues, JSON and
     HTTP together), and ``transport_overhead_pct`` against the server's own rate (JSON and HTTP alone);
   * ``http_overhead``: the median of the pairs' ``overhead_pct`` and each of them;
+  * ``beside_idle_model``: the same one stream again while a second model (``--idle-model``, imported too) is
+    loaded and idle, against the pairs' median (``ratio``): a loaded model must not slow the others down;
   * ``concurrency``: N clients at once, each a distinct short raw prompt that the model continues without stopping:
     ``decode_tok_s``, the tokens of all clients per second while all N were decoding (from the last client's first
     token to the first client's last), and ``speedup``, that against the first client count (1);
@@ -96,10 +99,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(path: Path, threads: int, parallel: int) -> Iterator[int]:
-    """Port of a `pollama serve` subprocess with ``path`` imported as smollm2:135m into a temporary store."""
+def server(path: Path, threads: int, parallel: int, others: dict[str, Path]) -> Iterator[int]:
+    """Port of a `pollama serve` subprocess with ``path`` imported as smollm2:135m into a temporary store, and
+    ``others`` (name: GGUF path) beside it."""
     with tempfile.TemporaryDirectory() as root:
-        import_gguf(Store(Path(root)), ModelName.parse(MODEL), path)
+        for name, gguf in {MODEL: path, **others}.items():
+            import_gguf(Store(Path(root)), ModelName.parse(name), gguf)
         port = free_port()
         env = {**os.environ, "POLLAMA_HOST": f"127.0.0.1:{port}", "POLLAMA_MODELS": root,
                "POLLAMA_NO_DEFAULT_MODEL": "1", "POLLAMA_NUM_PARALLEL": str(parallel),
@@ -161,6 +166,14 @@ def http_single(port: int, engine_tok_s: float) -> dict:
             "transport_overhead_pct": round(100 * (1 - rate / server_rate), 1), "ttft_s": round(stream.ttft_s, 3)}
 
 
+def beside_idle_model(port: int, idle_model: str, alone_tok_s: float) -> dict:
+    """http_single's stream again once ``idle_model`` is loaded (and left idle), against its rate alone."""
+    assert post_json(port, "/api/generate", {"model": idle_model, "prompt": "", "stream": False})["done"]
+    rates = [http_single(port, alone_tok_s)["decode_tok_s"] for _ in range(2)]
+    return {"bench": "beside_idle_model", "idle_model": idle_model, "decode_tok_s": rates,
+            "alone_decode_tok_s": alone_tok_s, "ratio": round(statistics.median(rates) / alone_tok_s, 3)}
+
+
 def counting_prompt(i: int) -> str:
     """A distinct raw prompt per client that the model continues for as long as it is let (greedy): "101, 102, ..."
     and up (smollm2 ends "1, 2, 3, 4, 5," after 51 tokens with a code snippet)."""
@@ -206,24 +219,28 @@ def main() -> None:
     parser.add_argument("--clients", default="1,2,4,8", help="comma-separated numbers of concurrent clients")
     parser.add_argument("--tokens", type=int, default=64, help="tokens each concurrent client generates")
     parser.add_argument("--pairs", type=int, default=3, help="speed.py / http_single pairs, run alternately")
+    parser.add_argument("--idle-model", default="gemma3:270m", help="loaded beside for beside_idle_model ('' = skip)")
     args = parser.parse_args()
     path = model_path(args.model)
+    others = {args.idle_model: model_path(args.idle_model)} if args.idle_model else {}
     counts = [int(n) for n in args.clients.split(",")]
 
     def emit(line: dict) -> None:
         print(json.dumps({**line, "load_avg_1m": round(os.getloadavg()[0], 2)}), flush=True)
 
-    with server(path, args.threads, max(counts)) as port:
+    with server(path, args.threads, max(counts), others) as port:
         run_stream(port, greedy(counting_prompt(0), 4))                      # load and warm up
-        overheads = []
+        singles = []
         for _ in range(args.pairs):                  # the server idles while speed.py runs
             engine = speed_line(path, args.threads)
             emit({"bench": "engine", **engine})
-            line = http_single(port, engine["decode_tok_s"])
-            overheads.append(line["overhead_pct"])
-            emit(line)
-        emit({"bench": "http_overhead", "pairs": args.pairs, "overhead_pct_median": statistics.median(overheads),
-              "overhead_pct_each": overheads})
+            singles.append(http_single(port, engine["decode_tok_s"]))
+            emit(singles[-1])
+        emit({"bench": "http_overhead", "pairs": args.pairs,
+              "overhead_pct_median": statistics.median(s["overhead_pct"] for s in singles),
+              "overhead_pct_each": [s["overhead_pct"] for s in singles]})
+        if args.idle_model:
+            emit(beside_idle_model(port, args.idle_model, statistics.median(s["decode_tok_s"] for s in singles)))
         single = None
         for n in counts:
             line = concurrency(port, n, args.tokens)

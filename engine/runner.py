@@ -1,12 +1,16 @@
 """Runner: one loaded model on one worker thread, decoding many requests together (continuous batching).
 
 HTTP threads submit work and read Steps from a per-request queue; only the worker thread touches the model, its
-Numba kernels and the KV caches. Every step the worker runs one forward pass for all active sequences: each decoding
-sequence contributes its last token, and sequences still reading their prompts contribute a chunk each, up to the
-first one's num_batch prompt tokens in all, so prompts arriving together are read together. Each chunk is the one
-the sequence would get alone, so its bits do not depend on its neighbours. New requests join between steps. A
-finished sequence leaves its cache in its slot, so a later request that starts with the same tokens (a chat's next
-turn) reuses that prefix.
+Numba kernels and the KV caches. The worker thread ends when the model has nothing to do and the next job starts a new
+one: each thread that runs parallel kernels owns an OpenMP thread pool for as long as it lives, and once the process
+holds more pool threads than it has cores, OpenMP stops spin-waiting in every pool (an idle second model halved the
+first one's decode speed on 2 cores).
+
+Every step the worker runs one forward pass for all active sequences: each decoding sequence contributes its last
+token, and sequences still reading their prompts contribute a chunk each, up to the first one's num_batch prompt
+tokens in all, so prompts arriving together are read together. Each chunk is the one the sequence would get alone, so
+its bits do not depend on its neighbours. New requests join between steps. A finished sequence leaves its cache in its
+slot, so a later request that starts with the same tokens (a chat's next turn) reuses that prefix.
 """
 
 from __future__ import annotations
@@ -66,11 +70,17 @@ class Runner:
         self._active: list[_Generation] = []
         self._waiting: deque[_Generation] = deque()
         self.steps_run = 0                         # forward passes so far (observable in tests and /api/ps)
-        self._set_threads = on_thread_start
+        self._set_threads, self._threads = on_thread_start, threads
         self.tuner = ThreadTuner() if threads == 0 and on_thread_start is not None else None   # 0 = measure
-        self._thread = threading.Thread(target=self._loop, args=(on_thread_start, threads), daemon=True,
-                                        name="pollama-engine")
-        self._thread.start()
+        self._lock = threading.Lock()              # guards _thread and _closed against the worker's exit
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def working(self) -> bool:
+        """Whether a worker thread is running (there is none while the model has nothing to do)."""
+        with self._lock:
+            return self._thread is not None
 
     @property
     def active(self) -> int:
@@ -81,18 +91,30 @@ class Runner:
                  constraint=None) -> Iterator[Step]:
         """Steps of one generation; closing the iterator early cancels it within one decode step."""
         job = _Generation(prompt=list(prompt), sampling=sampling, limits=limits, constraint=constraint)
-        self._jobs.put(job)
+        self._submit(job)
         return self._drain(job)
 
     def call(self, fn: Callable):
         """Run fn(model) on the worker thread between steps and return its result (embeddings, warm-up...)."""
         job = _Call(fn=fn)
-        self._jobs.put(job)
+        self._submit(job)
         return next(self._drain(job))
 
     def close(self) -> None:
-        self._jobs.put(None)
-        self._thread.join(timeout=60)
+        with self._lock:
+            self._closed, thread = True, self._thread
+            self._jobs.put(None)
+        if thread is not None:
+            thread.join(timeout=60)
+
+    def _submit(self, job: _Job) -> None:
+        with self._lock:
+            if self._closed:
+                raise EngineError("the model was unloaded")
+            self._jobs.put(job)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, daemon=True, name="pollama-engine")
+                self._thread.start()
 
     def _drain(self, job: _Job) -> Iterator:
         try:
@@ -103,10 +125,12 @@ class Runner:
         finally:
             job.cancel.set()
 
-    def _loop(self, on_thread_start: Callable | None, threads: int) -> None:
-        if on_thread_start is not None:
-            on_thread_start(threads)
+    def _loop(self) -> None:
+        if self._set_threads is not None:
+            self._set_threads(self._threads)
         while self._take_jobs():
+            if not self._active and not self._waiting and self._exit_if_idle():
+                return
             self._admit()
             self._drop_cancelled()
             if self._active:
@@ -114,15 +138,21 @@ class Runner:
         for gen in self._active + list(self._waiting):
             gen.out.put(_DONE)
 
+    def _exit_if_idle(self) -> bool:
+        """End this thread if no job came in meanwhile (a later _submit starts a new one)."""
+        with self._lock:
+            if not self._jobs.empty():
+                return False
+            self._thread = None
+            return True
+
     def _take_jobs(self) -> bool:
-        """Move submitted jobs in (blocking only when idle); False once close() was called."""
-        idle = not self._active and not self._waiting
+        """Move submitted jobs in, without waiting; False once close() was called."""
         while True:
             try:
-                job = self._jobs.get(block=idle)
+                job = self._jobs.get_nowait()
             except queue.Empty:
                 return True
-            idle = False
             if job is None:
                 return False
             if isinstance(job, _Call):

@@ -291,6 +291,23 @@ def test_least_recently_used_idle_model_is_evicted(clean):
     assert sorted(_ps_names(base)) == ["smollm2:135m", "variant-b:latest"]
 
 
+def test_idle_loaded_models_hold_no_engine_thread(clean):
+    """A loaded model keeps its weights and caches between requests but not its worker thread (engine.runner: the
+    OpenMP pool of an idle model's thread made the other model's kernels stop spin-waiting, at half speed)."""
+    base, pool = clean
+
+    def answer(model: str) -> str:
+        r = requests.post(base + "/api/generate", json=_body("Hi", model=model, num_predict=4, stream=False),
+                          timeout=60)
+        return r.json()["response"]
+
+    first = answer("smollm2:135m")
+    answer("variant-a")
+    assert sorted(_ps_names(base)) == ["smollm2:135m", "variant-a:latest"]
+    assert _until(lambda: not any(entry.runner.working for entry in pool.loaded()), 5)
+    assert answer("smollm2:135m") == first
+
+
 def test_deleting_a_model_does_not_break_its_stream(tmp_path, smollm2_path):
     root = _store_with_variants(tmp_path, smollm2_path, {"doomed:latest": None})
     with serving(root, num_parallel=2, max_queue=2) as (base, _):

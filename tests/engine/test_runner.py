@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from engine.generate import Limits
+from engine.quant import set_threads
 from engine.runner import EngineError, Runner
 from engine.sampling import SamplingOptions
 
@@ -149,3 +151,32 @@ def test_logprobs_are_reported_per_token(runner):
     for step in steps[:-1]:
         assert step.logprob.token == step.token and step.logprob.logprob <= 0
         assert len(step.logprob.top) == 5 and step.logprob.top[0][0] == step.token   # greedy picks the top one
+
+
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def _until(predicate, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_an_idle_runner_holds_no_threads_and_the_next_job_starts_one(smollm2):
+    """The worker thread, and with it the OpenMP pool its kernels started, ends when there is nothing to do: a pool
+    that merely exists makes every other pool stop spin-waiting (a second idle model halved decode speed)."""
+    before = _os_threads()
+    runner = Runner(smollm2.model, smollm2.tokenizer, threads=2, on_thread_start=set_threads)
+    try:
+        assert not runner.working and _os_threads() == before          # nothing runs before the first job
+        first = _tokens(runner, PROMPTS[0])[0]
+        assert _until(lambda: not runner.working and _os_threads() == before)
+        assert _tokens(runner, PROMPTS[0])[0] == first                  # a new thread picks up the next job
+        assert runner.call(lambda model: threading.current_thread().name) == "pollama-engine"
+        assert _until(lambda: not runner.working)
+    finally:
+        runner.close()
+    with pytest.raises(EngineError, match="unloaded"):
+        runner.generate([1, 2, 3], GREEDY, SHORT)
