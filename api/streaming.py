@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
 
 from flask import Response
 
@@ -13,13 +13,26 @@ from api.errors import APIError, error_response
 NDJSON = "application/x-ndjson"
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))   # json.dumps would build one a call
+_second: tuple[int, str] = (0, "")          # the last whole second now_rfc3339 formatted, and its text
+
+
 def now_rfc3339() -> str:
-    """UTC time with fractional seconds and a zone, as Ollama's created_at."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """UTC time with microseconds and a zone, as Ollama's created_at ("2026-01-02T03:04:05.678901Z").
+
+    Every streamed token carries one, so the date part is formatted once a second."""
+    global _second
+    now_us = time.time_ns() // 1000
+    seconds, micros = divmod(now_us, 1_000_000)
+    cached_seconds, text = _second
+    if seconds != cached_seconds:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _second = (seconds, text)
+    return f"{text}.{micros:06d}Z"
 
 
 def dumps(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(obj)
 
 
 def ndjson(events: Iterator, to_json: Callable[[object], dict], headers: dict | None = None) -> Response:

@@ -39,7 +39,7 @@ class EngineError(RuntimeError):
 
 @dataclass(eq=False)
 class _Job:
-    out: queue.Queue = field(default_factory=queue.Queue)
+    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)   # the C queue: one lock a put or get
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -64,7 +64,7 @@ class Runner:
     def __init__(self, model, tokenizer: Tokenizer, threads: int = 0, on_thread_start: Callable | None = None,
                  num_parallel: int = 1) -> None:
         self.model, self.tokenizer = model, tokenizer
-        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._slots: list[KVCache | None] = [None] * max(1, num_parallel)
         self._free = set(range(len(self._slots)))
         self._active: list[_Generation] = []
@@ -148,17 +148,15 @@ class Runner:
 
     def _take_jobs(self) -> bool:
         """Move submitted jobs in, without waiting; False once close() was called."""
-        while True:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                return True
+        while not self._jobs.empty():                 # only this thread takes jobs: empty() cannot go stale
+            job = self._jobs.get_nowait()
             if job is None:
                 return False
             if isinstance(job, _Call):
                 self._run_call(job)
             else:
                 self._waiting.append(job)
+        return True
 
     def _run_call(self, job: _Call) -> None:
         try:

@@ -12,6 +12,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from engine.fpmath import add16, hmax16, hsum16, load16, max16, splat16
+
+CHUNK = 1024        # floats per block of argmax's vector pass; the first maximum is then looked for in one block
+
 
 def greedy_penalized(logits: np.ndarray, history: np.ndarray, repeat_penalty: float, presence_penalty: float,
                      frequency_penalty: float, *, newline_id: int | None = None, penalize_newline: bool = True) -> int:
@@ -46,7 +50,34 @@ def _greedy_penalized(logits, history, repeat, presence, frequency, keep):
         start = end
     for i in range(n):                                                     # swap the penalized values in
         values[i], logits[ids[i]] = logits[ids[i]], values[i]
-    best = np.argmax(logits)
+    best = argmax(logits)
     for i in range(n):                                                     # and the originals back
         logits[ids[i]] = values[i]
     return best
+
+
+@njit(cache=True, nogil=True)
+def argmax(x):
+    """np.argmax of a C-contiguous float32 row (the first maximum; the first NaN if there is one), with 16-lane
+    vector maxima per CHUNK: Numba's np.argmax is a scalar loop, 35 µs for a 49152-token vocabulary, this ~4."""
+    whole = x.size - x.size % 16
+    sums = splat16(np.float32(0))                                        # NaN in any lane once x holds a NaN
+    best, best_at = np.float32(-np.inf), 0                                # the largest block maximum, its block
+    for start in range(0, whole, CHUNK):
+        lanes = splat16(np.float32(-np.inf))
+        for i in range(start, min(start + CHUNK, whole), 16):
+            v = load16(x, i)
+            lanes, sums = max16(lanes, v), add16(sums, v)
+        block = hmax16(lanes)
+        if block > best:
+            best, best_at = block, start
+    tail_nan = False
+    for i in range(whole, x.size):
+        tail_nan |= x[i] != x[i]
+        if x[i] > best:
+            best, best_at = x[i], i
+    if tail_nan or hsum16(sums) != hsum16(sums):                         # NaN (or inf - inf): the scalar rule
+        return np.argmax(x)
+    while x[best_at] != best:
+        best_at += 1
+    return best_at

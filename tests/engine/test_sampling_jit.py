@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine import sampling as S
-from engine.sampling_jit import greedy_penalized
+from engine.sampling_jit import argmax, greedy_penalized
 
 
 def _twin(logits, history, repeat, presence, frequency, **newline):
@@ -47,3 +47,15 @@ def test_read_only_rows_and_a_zero_penalty_work_like_numpy():
     assert greedy_penalized(logits, np.array([0, 1]), 1.2, 0.0, 0.0) == _twin(logits, np.array([0, 1]), 1.2, 0, 0)
     with np.errstate(divide="ignore"):
         assert greedy_penalized(logits, np.array([1]), 0.0, 0.0, 0.0) == _twin(logits, np.array([1]), 0.0, 0, 0)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_argmax_is_numpys_first_maximum_with_nans_infinities_and_signed_zeros(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.choice([1, 15, 16, 17, 1023, 1024, 1025, 3000, 49152])) if seed < 40 else int(rng.integers(1, 5000))
+    x = (rng.standard_normal(n) * rng.choice([1e-3, 1.0, 1e4])).astype(np.float32)
+    special = rng.choice([np.nan, np.inf, -np.inf, 0.0, -0.0, x.max()], int(rng.integers(0, 4)))
+    x[rng.integers(0, n, special.size)] = special                      # maybe a NaN, ties, infinities
+    if seed % 10 == 7:
+        x[:] = rng.choice([-np.inf, -0.0, 0.0, np.nan])                 # a constant row: index 0
+    assert argmax(x) == np.argmax(x)
