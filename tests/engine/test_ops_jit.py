@@ -21,9 +21,10 @@ def test_rms_norm_equals_twin(rng):
 
 
 @pytest.mark.parametrize("d", [16, 8, 24])                   # 8, 24: head sizes off the 16-lane grid
-@pytest.mark.parametrize("neox, window, n_past", [(False, 0, 0), (False, 0, 37), (True, 0, 20), (True, 8, 30)])
-def test_attend_one_token_equals_rope_write_attend(rng, neox, window, n_past, d):
-    n_head, n_kv = 6, 2
+@pytest.mark.parametrize("neox, window, n_past", [(False, 0, 0), (False, 0, 37), (True, 0, 20), (True, 8, 30),
+                                                  (False, 0, 300), (True, 100, 299)])
+@pytest.mark.parametrize("n_head, n_kv", [(6, 2), (9, 3), (4, 1), (4, 4)])    # KV heads shared among threads
+def test_attend_one_token_equals_rope_write_attend(rng, neox, window, n_past, d, n_head, n_kv):
     table = ops.RopeTable(d, 10000.0)
     rope = ops.rope_neox if neox else ops.rope_normal
     past_k = rng.standard_normal((n_past, n_kv, d)).astype(np.float32)
@@ -33,7 +34,7 @@ def test_attend_one_token_equals_rope_write_attend(rng, neox, window, n_past, d)
     v = rng.standard_normal((n_kv, d)).astype(np.float32)
     cos, sin = table.angles(np.array([n_past]))
 
-    numpy_cache, jit_cache = (KVCache(1, n_kv, d, 64) for _ in range(2))
+    numpy_cache, jit_cache = (KVCache(1, n_kv, d, max(64, n_past + 1)) for _ in range(2))
     for cache in (numpy_cache, jit_cache):
         cache.reserve(n_past + 1)
         cache.write(0, 0, past_k, past_v)
