@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -199,8 +200,10 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, kt_cache: np.ndarray, v_
     """
     q = _store(q, k, v, kt_cache, v_cache, start_pos, cos, sin, neox, np.float32(q_scale))
     out = np.zeros((q.shape[0], q.shape[1] * q.shape[2]), np.float32)
-    if q.shape[0] == 1 and kt_cache.shape[0] > 1:
-        _attend_token_parallel(q[0], kt_cache, v_cache, start_pos, scale, window, out[0])
+    n_head, n_kv = q.shape[1], kt_cache.shape[0]
+    if q.shape[0] == 1 and n_head > 1:
+        parts = min(n_head // n_kv, -(-numba.get_num_threads() // n_kv))     # split groups only to fill threads
+        _attend_token_parallel(q[0], kt_cache, v_cache, start_pos, scale, window, out[0], parts)
         return out
     rows = _attend_rows_parallel if q.shape[0] >= PARALLEL_ROWS else _attend_rows
     rows(q, kt_cache, v_cache, start_pos, scale, window, out)
@@ -246,17 +249,22 @@ def _attend_rows_parallel(q, kt_cache, v_cache, start_pos, scale, window, out):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _attend_token_parallel(q, kt_cache, v_cache, pos, scale, window, out):
-    """One decoding token, its KV heads (each with the query heads of its group) shared among the threads: at a few
-    hundred positions attention was a quarter of a serial decode step. Each head's arithmetic, so its bits, is the
-    same as in _attend_rows; q (n_head, d), out (n_head · dv,)."""
+def _attend_token_parallel(q, kt_cache, v_cache, pos, scale, window, out, parts):
+    """One decoding token, its heads shared among the threads in ``parts`` runs per KV head (a run's query heads
+    share the conversion of their KV head's cache): at a few hundred positions attention was a quarter of a serial
+    decode step. Each head's arithmetic, so its bits, is the same as in _attend_rows; q (n_head, d), out
+    (n_head · dv,)."""
     n_kv, dv = kt_cache.shape[0], v_cache.shape[2]
     group = q.shape[0] // n_kv
+    per_part = -(-group // parts)
     first = max(0, pos - window + 1) if window > 0 else 0
-    for g in prange(n_kv):
-        heads = slice(g * group, (g + 1) * group)
-        _attend_one(q[heads], kt_cache[g:g + 1], v_cache[g:g + 1], first, pos + 1, scale,
-                    out[g * group * dv:(g + 1) * group * dv], True)
+    for task in prange(n_kv * parts):
+        g = task // parts
+        lo = g * group + task % parts * per_part
+        hi = min((g + 1) * group, lo + per_part)
+        if lo < hi:
+            _attend_one(q[lo:hi], kt_cache[g:g + 1], v_cache[g:g + 1], first, pos + 1, scale, out[lo * dv:hi * dv],
+                        True)
 
 
 @njit(cache=True, nogil=True)

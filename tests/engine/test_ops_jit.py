@@ -23,7 +23,7 @@ def test_rms_norm_equals_twin(rng):
 @pytest.mark.parametrize("d", [16, 8, 24])                   # 8, 24: head sizes off the 16-lane grid
 @pytest.mark.parametrize("neox, window, n_past", [(False, 0, 0), (False, 0, 37), (True, 0, 20), (True, 8, 30),
                                                   (False, 0, 300), (True, 100, 299)])
-@pytest.mark.parametrize("n_head, n_kv", [(6, 2), (9, 3), (4, 1), (4, 4)])    # KV heads shared among threads
+@pytest.mark.parametrize("n_head, n_kv", [(6, 2), (9, 3), (4, 1), (5, 1), (4, 4)])   # heads shared by threads
 def test_attend_one_token_equals_rope_write_attend(rng, neox, window, n_past, d, n_head, n_kv):
     table = ops.RopeTable(d, 10000.0)
     rope = ops.rope_neox if neox else ops.rope_normal
@@ -45,6 +45,22 @@ def test_attend_one_token_equals_rope_write_attend(rng, neox, window, n_past, d,
                          neox)[0]
     np.testing.assert_array_equal(jit_cache.k[0, :, n_past], numpy_cache.k[0, :, n_past])   # same f16 rounding
     np.testing.assert_array_equal(got, want)                                       # same float order
+
+
+@pytest.mark.parametrize("n_head, n_kv", [(6, 2), (9, 3), (5, 1), (8, 2)])
+def test_a_decoding_token_gives_the_same_bits_however_its_heads_are_split(rng, n_head, n_kv):
+    """attend splits each KV head's query heads into as many runs as fill the threads; any split is the serial bits."""
+    d, pos, window = 32, 150, 0
+    cache = KVCache(1, n_kv, d, 256)
+    cache.reserve(pos + 1)
+    cache.write(0, 0, *(rng.standard_normal((2, pos + 1, n_kv, d)).astype(np.float32)))
+    q = rng.standard_normal((1, n_head, d)).astype(np.float32)
+    want = np.zeros((1, n_head * d), np.float32)
+    ops_jit._attend_rows(q, cache.kt[0], cache.v[0], pos, np.float32(0.2), window, want)
+    for parts in range(1, n_head // n_kv + 1):
+        got = np.zeros(n_head * d, np.float32)
+        ops_jit._attend_token_parallel(q[0], cache.kt[0], cache.v[0], pos, np.float32(0.2), window, got, parts)
+        np.testing.assert_array_equal(got, want[0])
 
 
 def test_round_f16_equals_numpy_cast(rng):
