@@ -94,18 +94,20 @@ def _format(ggml_type: GGMLQuantizationType) -> ModuleType:
 
 
 def load_tensor(raw: np.ndarray, ggml_type: GGMLQuantizationType, shape: tuple[int, int],
-                rows_done: Callable[[int, int], None] | None = None) -> QTensor:
+                rows_done: Callable[[int, int], None] | None = None,
+                empty: Callable[..., np.ndarray] = np.empty) -> QTensor:
     """raw uint8 (rows, row_bytes) GGUF bytes of a (rows, cols) matrix (NumPy order) -> QTensor (copied).
 
     Repacked a chunk of rows at a time; ``rows_done(start, stop)`` is called once rows [start, stop) have been
     read, so that the loader can drop their file pages while the rest is repacked (GGUFFile.release).
+    ``empty(shape, dtype)`` allocates the result of a matrix of several chunks (see _tiles.repack_rows).
     """
     fmt = _format(ggml_type)
     rows, cols = shape
     raw = np.asarray(raw).view(np.uint8).reshape(raw.shape[0], -1)
     if cols % fmt.BLOCK or raw.shape != (rows, cols // fmt.BLOCK * fmt.BLOCK_BYTES):
         raise ValueError(f"{fmt.TYPE.name} bytes {raw.shape} do not hold a {rows}x{cols} matrix")
-    return QTensor(fmt.TYPE, rows, cols, _tiles.repack_rows(fmt.repack, raw, rows_done))
+    return QTensor(fmt.TYPE, rows, cols, _tiles.repack_rows(fmt.repack, raw, rows_done, empty=empty))
 
 
 def concat_rows(parts: list[QTensor]) -> QTensor:

@@ -60,11 +60,13 @@ def tile(fields: P) -> P:
 
 
 def repack_rows(repack: Callable[[np.ndarray], P], raw: np.ndarray,
-                rows_done: Callable[[int, int], None] | None = None, chunk_rows: int = CHUNK_ROWS) -> P:
+                rows_done: Callable[[int, int], None] | None = None, chunk_rows: int = CHUNK_ROWS,
+                empty: Callable[..., np.ndarray] = np.empty) -> P:
     """``repack(raw)`` computed ``chunk_rows`` rows at a time into preallocated result arrays, so that repacking a
     big matrix (a 262k-row embedding) costs the result plus one chunk's temporaries instead of several full-size
     copies; ``rows_done(start, stop)`` is called as soon as rows [start, stop) of ``raw`` have been read, which lets
-    the loader drop their file pages before the next chunk is read.
+    the loader drop their file pages before the next chunk is read. ``empty(shape, dtype)`` allocates the result
+    arrays of a matrix of several chunks (e.g. in huge-page memory, engine.hugepages).
 
     Rows are independent in every format, so the chunks' results are the result's rows. Each array of the Packed
     holds the rows on axis 0, one entry per row (row-major, e.g. F32's (rows, cols)) or per 64-row tile (tiled);
@@ -79,7 +81,7 @@ def repack_rows(repack: Callable[[np.ndarray], P], raw: np.ndarray,
             rows_done(start, stop)
         if stop - start == rows:
             return part                                           # one chunk: it is the result
-        out = out or [_empty_rows(a, chunk_rows, rows) for a in part[1:]]
+        out = out or [_empty_rows(a, chunk_rows, rows, empty) for a in part[1:]]
         for (whole, rows_per_entry), piece in zip(out, part[1:], strict=True):
             at = start // rows_per_entry
             whole[at : at + len(piece)] = piece
@@ -112,12 +114,12 @@ def nbytes(packed: NamedTuple) -> int:
     return sum(a.nbytes for a in packed[1:])
 
 
-def _empty_rows(a: np.ndarray, chunk_rows: int, rows: int) -> tuple[np.ndarray, int]:
+def _empty_rows(a: np.ndarray, chunk_rows: int, rows: int, empty: Callable[..., np.ndarray]) -> tuple[np.ndarray, int]:
     """(uninitialized array for ``rows`` rows shaped like chunk result ``a``, rows per axis-0 entry: 1 or 64)."""
     rows_per_entry = chunk_rows // max(len(a), 1)
     if rows_per_entry not in (1, TILE) or len(a) * rows_per_entry != chunk_rows:
         raise ValueError(f"a repacked chunk of {chunk_rows} rows has {len(a)} entries on axis 0, not rows or tiles")
-    return np.empty((-(-rows // rows_per_entry), *a.shape[1:]), dtype=a.dtype), rows_per_entry
+    return empty((-(-rows // rows_per_entry), *a.shape[1:]), a.dtype), rows_per_entry
 
 
 def _tile_array(a: np.ndarray) -> np.ndarray:
