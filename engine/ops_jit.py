@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -32,6 +31,7 @@ from engine.fpmath import (
     zeros16,
 )
 from engine.kv_cache import SegmentBatch, segment_rows
+from engine.threads import kernel_threads
 
 
 @njit(cache=True, nogil=True)
@@ -202,7 +202,7 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, kt_cache: np.ndarray, v_
     out = np.zeros((q.shape[0], q.shape[1] * q.shape[2]), np.float32)
     n_head, n_kv = q.shape[1], kt_cache.shape[0]
     if q.shape[0] == 1 and n_head > 1:
-        parts = min(n_head // n_kv, -(-numba.get_num_threads() // n_kv))     # split groups only to fill threads
+        parts = min(n_head // n_kv, -(-kernel_threads() // n_kv))     # split groups only to fill threads
         _attend_token_parallel(q[0], kt_cache, v_cache, start_pos, scale, window, out[0], parts)
         return out
     rows = _attend_rows_parallel if q.shape[0] >= PARALLEL_ROWS else _attend_rows

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from llvmlite import ir
@@ -23,6 +22,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
 from engine.fpmath import f16_to_f32
+from engine.threads import kernel_threads
 
 TYPE = GGMLQuantizationType.F16
 BLOCK, BLOCK_BYTES = GGML_QUANT_SIZES[TYPE]
@@ -79,7 +79,7 @@ def products(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     """x (T, cols) @ W.T -> (T, rows) f32, W given by its bits w (rows, cols): uint16 F16 or int16 BF16."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     out = np.empty((x.shape[0], w.shape[0]), np.float32)
-    _matmul(w, x, out, numba.get_num_threads())
+    _matmul(w, x, out, kernel_threads())
     return out
 
 

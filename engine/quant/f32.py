@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit, prange
+
+from engine.threads import kernel_threads
 
 TYPE = GGMLQuantizationType.F32
 BLOCK, BLOCK_BYTES = GGML_QUANT_SIZES[TYPE]
@@ -49,7 +50,7 @@ def concat(parts: list[Packed]) -> Packed:
 
 def matvec(packed: Packed, x: np.ndarray) -> np.ndarray:
     out = np.empty(packed.rows, np.float32)
-    _matvec(packed.w, np.ascontiguousarray(x, dtype=np.float32), out, numba.get_num_threads())
+    _matvec(packed.w, np.ascontiguousarray(x, dtype=np.float32), out, kernel_threads())
     return out
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit, prange
 
 from engine.quant import _tiles
 from engine.quant.q8_k import i32, mad2, quantize_q8k
+from engine.threads import kernel_threads
 
 TYPE = GGMLQuantizationType.Q2_K
 BLOCK, BLOCK_BYTES = GGML_QUANT_SIZES[TYPE]
@@ -71,7 +71,7 @@ def matvec(packed: Packed, x: np.ndarray) -> np.ndarray:
 
 def matmul(packed: Packed, x: np.ndarray) -> np.ndarray:
     out = np.empty((x.shape[0], packed.rows), np.float32)
-    _matmul(*packed[1:], np.ascontiguousarray(x, dtype=np.float32), out, numba.get_num_threads())
+    _matmul(*packed[1:], np.ascontiguousarray(x, dtype=np.float32), out, kernel_threads())
     return out
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit, prange
@@ -25,6 +24,7 @@ from numba import njit, prange
 from engine.fpmath import fma32
 from engine.quant import _tiles
 from engine.quant.q8_k import i32, mad2, quantize_q8k
+from engine.threads import kernel_threads
 
 TYPE = GGMLQuantizationType.Q4_K
 BLOCK, BLOCK_BYTES = GGML_QUANT_SIZES[TYPE]
@@ -89,7 +89,7 @@ def matmul(packed: Packed, x: np.ndarray, grouped: np.ndarray | None = None) -> 
     """x (T, cols) -> (T, rows); grouped (T,) bool: tokens llama.cpp's repacked gemm computes (default: none)."""
     grouped = np.zeros(x.shape[0], np.bool_) if grouped is None else np.asarray(grouped, np.bool_)
     out = np.empty((x.shape[0], packed.rows), np.float32)
-    _matmul(*packed[1:], np.ascontiguousarray(x, dtype=np.float32), grouped, out, numba.get_num_threads())
+    _matmul(*packed[1:], np.ascontiguousarray(x, dtype=np.float32), grouped, out, kernel_threads())
     return out
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit, prange
@@ -22,6 +21,7 @@ from engine.fpmath import f16_to_f32, hsum8
 from engine.quant import _tiles
 from engine.quant.activations import quantize_q8
 from engine.quant.vnni import block_fma5, five_bit_lanes, lane_fma
+from engine.threads import kernel_threads
 
 TYPE = GGMLQuantizationType.Q5_0
 BLOCK, BLOCK_BYTES = GGML_QUANT_SIZES[TYPE]
@@ -88,7 +88,7 @@ def matvec(packed: Packed, x: np.ndarray) -> np.ndarray:
 def matmul(packed: Packed, x: np.ndarray) -> np.ndarray:
     qy, dy, _, _ = quantize_q8(np.ascontiguousarray(x, dtype=np.float32))
     out = np.empty((x.shape[0], packed.rows), np.float32)
-    _matmul(packed.qs, packed.qh, packed.d, qy, dy, out, numba.get_num_threads())
+    _matmul(packed.qs, packed.qh, packed.d, qy, dy, out, kernel_threads())
     return out
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit, prange
@@ -16,6 +15,7 @@ from numba import njit, prange
 from engine.quant import _tiles
 from engine.quant.activations import quantize_q8
 from engine.quant.q5_0 import five_bits
+from engine.threads import kernel_threads
 
 TYPE = GGMLQuantizationType.Q5_1
 BLOCK, BLOCK_BYTES = GGML_QUANT_SIZES[TYPE]
@@ -63,7 +63,7 @@ def matvec(packed: Packed, x: np.ndarray) -> np.ndarray:
 def matmul(packed: Packed, x: np.ndarray) -> np.ndarray:
     qy, dy, sy, _ = quantize_q8(np.ascontiguousarray(x, dtype=np.float32))
     out = np.empty((x.shape[0], packed.rows), np.float32)
-    _matmul(packed.qs, packed.qh, packed.d, packed.m, qy, dy, sy, out, numba.get_num_threads())
+    _matmul(packed.qs, packed.qh, packed.d, packed.m, qy, dy, sy, out, kernel_threads())
     return out
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit, prange
@@ -35,6 +34,7 @@ from numba import njit, prange
 from engine.fpmath import fma32, hsum8
 from engine.quant import _tiles
 from engine.quant.q8_k import i32, quantize_q8k
+from engine.threads import kernel_threads
 
 TYPE = GGMLQuantizationType.Q6_K
 BLOCK, BLOCK_BYTES = GGML_QUANT_SIZES[TYPE]
@@ -95,7 +95,7 @@ def matmul(packed: Packed, x: np.ndarray, grouped: np.ndarray | None = None) -> 
     T = x.shape[0]
     grouped = np.full(T, T >= TILED_MIN) if grouped is None else np.asarray(grouped, np.bool_)
     out = np.empty((T, packed.rows), np.float32)
-    _matmul(*packed[1:], np.ascontiguousarray(x, dtype=np.float32), grouped, out, numba.get_num_threads())
+    _matmul(*packed[1:], np.ascontiguousarray(x, dtype=np.float32), grouped, out, kernel_threads())
     return out
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit, prange
@@ -17,6 +16,7 @@ from numba import njit, prange
 from engine.quant import _tiles
 from engine.quant.activations import quantize_q8
 from engine.quant.vnni import rows_q8_0, unspill
+from engine.threads import kernel_threads
 
 TYPE = GGMLQuantizationType.Q8_0
 BLOCK, BLOCK_BYTES = GGML_QUANT_SIZES[TYPE]
@@ -63,7 +63,7 @@ def matvec(packed: Packed, x: np.ndarray) -> np.ndarray:
 def matmul(packed: Packed, x: np.ndarray) -> np.ndarray:
     qy, dy, _, _ = quantize_q8(np.ascontiguousarray(x, dtype=np.float32))
     out = np.empty((x.shape[0], packed.rows), np.float32)
-    _matmul(packed.qs, packed.d, qy, dy, out, numba.get_num_threads())
+    _matmul(packed.qs, packed.d, qy, dy, out, kernel_threads())
     return out
 
 

@@ -1,8 +1,12 @@
-"""ThreadTuner: follows whichever thread count measures faster, and notices when that changes."""
+"""ThreadTuner: follows whichever thread count measures faster, and notices when that changes; kernel_threads."""
 
 from __future__ import annotations
 
-from engine.threads import EXPLORE_EVERY, ThreadTuner
+import threading
+
+import numba
+
+from engine.threads import EXPLORE_EVERY, ThreadTuner, kernel_threads
 
 
 def drive(tuner: ThreadTuner, cost: dict[int, float], steps: int) -> list[int]:
@@ -27,3 +31,18 @@ def test_moves_to_one_thread_when_the_machine_gets_busy():
     drive(tuner, {1: 0.013, 2: 0.010}, 2 * EXPLORE_EVERY)
     drive(tuner, {1: 0.013, 2: 0.040}, 3 * EXPLORE_EVERY)          # another process now competes for a core
     assert tuner.best == 1
+
+
+def test_kernel_threads_follows_numbas_count_for_each_thread():
+    seen = {}
+
+    def worker(n: int) -> None:
+        numba.set_num_threads(n)
+        seen[n] = [kernel_threads() for _ in range(3)]
+
+    for n in (1, numba.config.NUMBA_NUM_THREADS):
+        t = threading.Thread(target=worker, args=(n,))
+        t.start()
+        t.join()
+        assert seen[n] == [n, n, n]
+    assert kernel_threads() == numba.get_num_threads()
