@@ -37,6 +37,7 @@ def test_kernel_threads_follows_numbas_count_for_each_thread():
     seen = {}
 
     def worker(n: int) -> None:
+        seen["fresh", n] = kernel_threads()                 # a thread that never set a count has numba's default
         numba.set_num_threads(n)
         seen[n] = [kernel_threads() for _ in range(3)]
 
@@ -44,5 +45,5 @@ def test_kernel_threads_follows_numbas_count_for_each_thread():
         t = threading.Thread(target=worker, args=(n,))
         t.start()
         t.join()
-        assert seen[n] == [n, n, n]
+        assert seen[n] == [n, n, n] and seen["fresh", n] == numba.config.NUMBA_NUM_THREADS
     assert kernel_threads() == numba.get_num_threads()
