@@ -126,8 +126,8 @@ class Runner:
             job.cancel.set()
 
     def _loop(self) -> None:
-        if self._set_threads is not None:
-            self._set_threads(self._threads)
+        if self._set_threads is not None:                 # calls (embeddings) run at the tuner's current best
+            self._set_threads(self.tuner.best if self.tuner else self._threads)
         while self._take_jobs():
             if not self._active and not self._waiting and self._exit_if_idle():
                 return

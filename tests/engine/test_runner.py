@@ -6,6 +6,7 @@ import os
 import threading
 import time
 
+import numba
 import numpy as np
 import pytest
 
@@ -180,3 +181,12 @@ def test_an_idle_runner_holds_no_threads_and_the_next_job_starts_one(smollm2):
         runner.close()
     with pytest.raises(EngineError, match="unloaded"):
         runner.generate([1, 2, 3], GREEDY, SHORT)
+
+
+def test_calls_on_a_measuring_runner_use_its_best_thread_count(smollm2):
+    """With threads=0 the tuner picks each step's count; a call between steps (an embedding) runs at its best."""
+    runner = Runner(smollm2.model, smollm2.tokenizer, threads=0, on_thread_start=set_threads)
+    try:
+        assert runner.call(lambda model: numba.get_num_threads()) == runner.tuner.best == numba.config.NUMBA_NUM_THREADS
+    finally:
+        runner.close()
