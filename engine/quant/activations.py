@@ -22,7 +22,7 @@ from engine.fpmath import f16_to_f32, f32_from_bits, f32_to_f16
 QK8 = 32  # values per activation block (Q8_0 / Q8_1)
 
 
-PARALLEL_TOKENS = 16   # a batch this long is quantized by all kernel threads (prefill); fewer tokens serially
+PARALLEL_TOKENS = 8    # a batch this long (prefill, 8 decoding sequences) is quantized by all kernel threads
 
 
 def quantize_q8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
