@@ -65,5 +65,8 @@ def _chunk(nbytes: int) -> np.ndarray:
     skip = -whole.ctypes.data % HUGE_PAGE
     advice = getattr(mmap, "MADV_HUGEPAGE", None)
     if advice is not None:
-        region.madvise(advice, skip, size)
+        try:
+            region.madvise(advice, skip, size)
+        except OSError:                  # a kernel built without transparent huge pages: plain memory it is
+            pass
     return whole[skip:skip + size]

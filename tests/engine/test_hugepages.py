@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 
 from engine.hugepages import ALIGN, HUGE_PAGE, HugePageArena
@@ -44,15 +46,37 @@ def test_empty_allocates_in_the_arena_like_numpy():
     assert not arena.holds(np.empty(10))
 
 
+def _kernel_has_huge_pages() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "[never]" not in f.read()
+    except OSError:
+        return False
+
+
 def test_arena_memory_is_2mb_aligned_and_advised_for_huge_pages():
     arena = HugePageArena(chunk_bytes=4 * HUGE_PAGE)
     a = arena.empty((HUGE_PAGE,), np.uint8)
     start = a.ctypes.data
     assert start % HUGE_PAGE == 0
-    assert any(lo <= start and start + a.nbytes <= hi for lo, hi in _advised_regions())
+    advised = any(lo <= start and start + a.nbytes <= hi for lo, hi in _advised_regions())
+    assert advised == _kernel_has_huge_pages()          # where the kernel has none, plain memory and no error
+
+
+class _NoHugePages(mmap.mmap):
+    def madvise(self, *args):
+        raise OSError(22, "Invalid argument")         # what a kernel without transparent huge pages answers
+
+
+def test_a_kernel_without_huge_pages_gives_plain_memory(monkeypatch):
+    monkeypatch.setattr(mmap, "mmap", _NoHugePages)
+    arena = HugePageArena(chunk_bytes=HUGE_PAGE)
+    copy = arena.resident(np.arange(10, dtype=np.int64))
+    assert copy.tolist() == list(range(10)) and arena.holds(copy)
 
 
 def test_a_loaded_models_weights_live_in_advised_memory(smollm2):
+    assert _kernel_has_huge_pages()                     # this project's machines have them (madvise mode)
     regions = _advised_regions()
     model = smollm2.model
     arrays = [a for t in (*model.blocks[0].attn_qkv, model.blocks[5].ffn_down, model.output) for a in t.packed[1:]]
