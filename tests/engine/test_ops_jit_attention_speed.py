@@ -1,9 +1,7 @@
-"""The restructured attention kernels (ops_jit._attend_one and its helpers) give the same bits as before.
-
-``_reference_*`` below is a frozen copy of the kernels as they were before they were restructured for speed (commit
-c190b2e): a straightforward transcription of llama.cpp's float order, which the model tests proved bit-exact against
-llama.cpp's logits. The fast kernels must reproduce it bit for bit, over head sizes, group sizes, context lengths
-around the 16- and 64-position steps, sliding windows, both accumulator orders and extreme score ranges.
+"""The attention kernel (ops_jit._attend_one and its vector helpers) gives its NumPy twin's bits (engine.ops.attention,
+llama.cpp's float order), over head sizes, group sizes, context lengths around the 16- and 64-position steps, cache
+capacities, sliding windows, both accumulator orders (a decoding step's and a prompt chunk's) and extreme score
+ranges, with NaN and inf planted where no result may read.
 """
 
 from __future__ import annotations
@@ -12,136 +10,23 @@ import numpy as np
 import pytest
 from numba import njit
 
-from engine import ops_jit
+from engine import ops, ops_jit
 from engine.fpmath import (
     add16,
-    expf,
-    f16_to_f32,
-    f32_to_f16,
     floats4,
     fma16,
-    fma32,
     fma_np,
     halves16,
     hmax16,
     hsum16,
     load16,
     max16,
-    reduce16,
     reduce16_np,
     rows4,
     splat16,
     store16,
     zeros16,
 )
-
-# ---- pre-optimization reference: a frozen copy of ops_jit at c190b2e, do not edit ----------------------------------
-
-
-@njit(cache=True, nogil=True)
-def _reference_round_f16(x):
-    flat = x.reshape(-1)
-    for i in range(flat.size):
-        flat[i] = f16_to_f32(f32_to_f16(flat[i]))
-
-
-@njit(cache=True, nogil=True)
-def _reference_attend_one(q, kt_cache, v_cache, first, end, scale, out, decode):
-    n_head, d = q.shape
-    n_kv = kt_cache.shape[0]
-    group = n_head // n_kv
-    start = first // 16 * 16                                   # the first 16-position chunk that has a key
-    probs = np.zeros((group, end - start), np.float32)         # positions start..end-1, masked ones stay 0
-    for kv in range(n_kv):                                     # the heads of a group share each K and V load
-        heads = q[kv * group:(kv + 1) * group]
-        _reference_scores(heads, kt_cache[kv], first, end, start, decode, probs)
-        for g in range(group):
-            _reference_softmax(probs[g], first - start, np.float32(scale))
-        _reference_weighted_values(probs, v_cache[kv], start, end, decode, out[kv * group * d:(kv + 1) * group * d])
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _reference_acc_index(i, decode):
-    return (i // 16) % 4 if decode else 0
-
-
-@njit(cache=True, nogil=True)
-def _reference_reduce_lanes(v, n, out):
-    for c in range(n):
-        t0, t1, t2, t3 = v[0, c] + v[8, c], v[1, c] + v[9, c], v[2, c] + v[10, c], v[3, c] + v[11, c]
-        t4, t5, t6, t7 = v[4, c] + v[12, c], v[5, c] + v[13, c], v[6, c] + v[14, c], v[7, c] + v[15, c]
-        out[c] = ((t4 + t0) + (t6 + t2)) + ((t5 + t1) + (t7 + t3))
-
-
-@njit(cache=True, nogil=True)
-def _reference_scores(heads, keys_t, first, end, start, decode, probs):
-    group, d = heads.shape
-    acc = np.zeros((group, 4, 64), np.float32)               # accumulators 1..3 stay 0 unless decode
-    v = np.empty((group, 16, 64), np.float32)
-    used = 4 if decode else 1
-    for s0 in range(first, end, 64):
-        n = min(64, end - s0)
-        for m in range(16):
-            acc[:, :used, :n] = 0.0
-            for i in range(m, d, 16):
-                keys, a = keys_t[i, s0:s0 + n], _reference_acc_index(i, decode)
-                for g in range(group):
-                    qi, row = heads[g, i], acc[g, a]
-                    for c in range(n):
-                        row[c] = fma32(qi, f16_to_f32(keys[c]), row[c])
-            for g in range(group):
-                lanes, dst = acc[g], v[g, m]
-                for c in range(n):
-                    dst[c] = (lanes[0, c] + lanes[2, c]) + (lanes[1, c] + lanes[3, c])
-        for g in range(group):
-            _reference_reduce_lanes(v[g], n, probs[g, s0 - start:])
-
-
-@njit(cache=True, nogil=True)
-def _reference_softmax(w, skip, scale):
-    best = -np.inf
-    for s in range(skip, w.shape[0]):
-        w[s] = w[s] * scale
-        best = max(best, w[s])
-    for s in range(skip, w.shape[0]):
-        w[s] = expf(w[s] - best)
-    total = 0.0
-    chunk = np.zeros(16, np.float32)
-    for c0 in range(0, w.shape[0], 16):                        # the tail chunk is padded with masked zeros
-        n = min(16, w.shape[0] - c0)
-        chunk[:n] = w[c0:c0 + n]
-        chunk[n:] = 0.0
-        total += np.float64(reduce16(chunk))
-    inv = np.float32(1.0 / total)
-    for s in range(skip, w.shape[0]):
-        w[s] = w[s] * inv
-    _reference_round_f16(w)                                    # the f16 operand of P·V
-
-
-@njit(cache=True, nogil=True)
-def _reference_weighted_values(probs, values, start, end, decode, out):
-    group = probs.shape[0]
-    d = values.shape[1]
-    acc = np.zeros((group, 4, 64), np.float32)               # accumulators 1..3 stay 0 unless decode
-    v = np.empty((group, 16, 64), np.float32)
-    used = 4 if decode else 1
-    for i0 in range(0, d, 64):
-        n = min(64, d - i0)
-        for m in range(16):
-            acc[:, :used, :n] = 0.0
-            for s in range(start + (m - start) % 16, end, 16):
-                value, a = values[s, i0:i0 + n], _reference_acc_index(s, decode)
-                for g in range(group):
-                    p, row = probs[g, s - start], acc[g, a]
-                    for c in range(n):
-                        row[c] = fma32(p, f16_to_f32(value[c]), row[c])
-            for g in range(group):
-                lanes, dst = acc[g], v[g, m]
-                for c in range(n):
-                    dst[c] = (lanes[0, c] + lanes[2, c]) + (lanes[1, c] + lanes[3, c])
-        for g in range(group):
-            _reference_reduce_lanes(v[g], n, out[g * d + i0:])
-
 
 # ---- tests ---------------------------------------------------------------------------------------------------------
 
@@ -166,14 +51,26 @@ def _cache(rng, n_kv, d, capacity, end, first, scale_exp):
     return kt, np.ascontiguousarray(v).view(np.uint16)
 
 
+def _twin(q, kt, v, first, end, scale, decode):
+    """engine.ops.attention (the NumPy twin) for the query at position end - 1 attending from ``first``: alone (a
+    decoding step's float order), or as the first row of a two-token batch (a prompt chunk's)."""
+    n_kv, d = kt.shape[0], kt.shape[1]
+    keys = kt.view(np.float16).transpose(0, 2, 1)[:, :end]                  # (n_kv, end, d), nothing past end
+    values = v.view(np.float16)[:, :end]
+    extra = np.zeros((n_kv, 0 if decode else 1, d), np.float16)             # the batch's second token
+    queries = np.concatenate([q[None], np.zeros((extra.shape[1], *q.shape), np.float32)])
+    out = ops.attention(queries, np.concatenate([keys, extra], 1), np.concatenate([values, extra], 1), end - 1,
+                        scale, end - first)
+    return out[0]
+
+
 def _check_same_bits(rng, d, group, n_kv, first, end, capacity, decode, scale_exp=2.0, scale=0.125):
     kt, v = _cache(rng, n_kv, d, capacity, end, first, scale_exp)
     q = rng.standard_normal((n_kv * group, d)) * 10.0 ** rng.uniform(scale_exp - 4, scale_exp)
     q = q.clip(-60000, 60000).astype(np.float16).astype(np.float32)     # the f16-rounded query of _store
-    want = np.full(n_kv * group * d, 7.0, np.float32)
     got = np.full(n_kv * group * d, -7.0, np.float32)
-    _reference_attend_one(q, kt, v, first, end, scale, want, decode)
     ops_jit._attend_one(q, kt, v, first, end, scale, got, decode)
+    want = _twin(q, kt, v, first, end, scale, decode)
     assert np.isfinite(want).all()
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32),
                                   err_msg=f"d={d} group={group} first={first} end={end} cap={capacity} {decode=}")
@@ -186,7 +83,7 @@ ENDS = [1, 2, 15, 16, 17, 20, 31, 32, 33, 47, 48, 50, 63, 64, 65, 100, 127, 128,
 
 @pytest.mark.parametrize("d, group", [(64, 3), (64, 1), (128, 4), (256, 4), (64, 8), (16, 3), (32, 2), (80, 2)])
 @pytest.mark.parametrize("decode", [True, False])
-def test_attend_one_gives_the_reference_bits_at_every_length(d, group, decode):
+def test_attend_one_gives_the_twins_bits_at_every_length(d, group, decode):
     rng = np.random.default_rng(d * 10 + group)
     for end in ENDS:
         capacity = [end, end + 1, end + 15, end + 16, max(256, end), max(256, end) * 2][end % 6]
@@ -195,7 +92,7 @@ def test_attend_one_gives_the_reference_bits_at_every_length(d, group, decode):
 
 
 @pytest.mark.parametrize("decode", [True, False])
-def test_attend_one_gives_the_reference_bits_in_sliding_windows(decode):
+def test_attend_one_gives_the_twins_bits_in_sliding_windows(decode):
     """first > 0: the first 16-position chunk is partly masked, and in decode its accumulator is not a0."""
     rng = np.random.default_rng(7)
     for trial in range(120):
@@ -210,7 +107,7 @@ def test_attend_one_gives_the_reference_bits_in_sliding_windows(decode):
 
 
 @pytest.mark.parametrize("decode", [True, False])
-def test_attend_one_gives_the_reference_bits_for_extreme_scores(decode):
+def test_attend_one_gives_the_twins_bits_for_extreme_scores(decode):
     """Large scores spread the softmax over many binades: most probabilities are exact zeros (expf underflow) or
     f16 subnormals; tiny ones make it nearly uniform. Scale 1 is gemma3's (q_scale applied before)."""
     rng = np.random.default_rng(11)
