@@ -8,7 +8,6 @@ all-MiniLM), so our vectors match sentence-transformers to float rounding.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -16,8 +15,9 @@ import numpy as np
 from numba import vectorize
 
 from engine.gguf import GGUFFile
+from engine.models._weights import load, load_fused, matmul_parts
 from engine.ops import softmax
-from engine.quant import QTensor, concat_rows, load_tensor
+from engine.quant import QTensor
 
 ARCH = "bert"
 POOL_MEAN, POOL_CLS, POOL_LAST = 1, 2, 3      # llama.cpp's LLAMA_POOLING_TYPE values
@@ -108,19 +108,19 @@ class Bert:
         for i in range(cfg.n_layer):
             p = f"blk.{i}."
             blocks.append(BertBlock(
-                attn_qkv=_fused(gguf, qkv_names(p, "weight")),
+                attn_qkv=load_fused(gguf, qkv_names(p, "weight")),
                 attn_qkv_bias=np.concatenate([vector(n) for n in qkv_names(p, "bias")]),
-                attn_output=_load(gguf, p + "attn_output.weight"), attn_output_bias=vector(p + "attn_output.bias"),
+                attn_output=load(gguf, p + "attn_output.weight"), attn_output_bias=vector(p + "attn_output.bias"),
                 attn_output_norm=vector(p + "attn_output_norm.weight"),
                 attn_output_norm_bias=vector(p + "attn_output_norm.bias"),
-                ffn_up=_load(gguf, p + "ffn_up.weight"), ffn_up_bias=vector(p + "ffn_up.bias"),
-                ffn_down=_load(gguf, p + "ffn_down.weight"), ffn_down_bias=vector(p + "ffn_down.bias"),
+                ffn_up=load(gguf, p + "ffn_up.weight"), ffn_up_bias=vector(p + "ffn_up.bias"),
+                ffn_down=load(gguf, p + "ffn_down.weight"), ffn_down_bias=vector(p + "ffn_down.bias"),
                 layer_output_norm=vector(p + "layer_output_norm.weight"),
                 layer_output_norm_bias=vector(p + "layer_output_norm.bias"),
             ))
         types = np.array(gguf.array("token_types.weight"), dtype=np.float32).reshape(-1, cfg.dim)
         norm = (vector("token_embd_norm.weight"), vector("token_embd_norm.bias"))
-        return cls(cfg, _load(gguf, "token_embd.weight"), _load(gguf, "position_embd.weight"), types, norm, blocks)
+        return cls(cfg, load(gguf, "token_embd.weight"), load(gguf, "position_embd.weight"), types, norm, blocks)
 
     def embed(self, batch: list[list[int]]) -> np.ndarray:
         """Sentence embeddings (n, dim) f32 of n token sequences (each with its [CLS] … [SEP]), pooled by
@@ -155,7 +155,7 @@ class Bert:
         cfg = self.cfg
         B, T = valid.shape
         H, d = cfg.n_head, cfg.head_dim
-        qkv = _matmul(blk.attn_qkv, x) + blk.attn_qkv_bias                         # (N, 3 · dim)
+        qkv = matmul_parts(blk.attn_qkv, x) + blk.attn_qkv_bias                         # (N, 3 · dim)
         padded = np.zeros((B * T, 3 * cfg.dim), np.float32)
         padded[valid.reshape(-1)] = qkv
         q, k, v = padded.reshape(B, T, 3, H, d).transpose(2, 0, 3, 1, 4)           # each (B, H, T, d)
@@ -194,20 +194,3 @@ class Bert:
                 raise ValueError(f"bert input of {len(seq)} tokens (must be 1 to {self.cfg.context_length})")
             if min(seq) < 0 or max(seq) >= self.cfg.vocab_size:
                 raise ValueError(f"token id outside the vocabulary of {self.cfg.vocab_size}")
-
-
-def _load(gguf: GGUFFile, name: str) -> QTensor:
-    info = gguf.tensors[name]
-    return load_tensor(gguf.raw(name), info.ggml_type, info.shape)
-
-
-def _fused(gguf: GGUFFile, names: list[str]) -> tuple[QTensor, ...]:
-    """Matrices that multiply the same input, each run of one quant type fused into one matrix."""
-    runs = itertools.groupby(names, key=lambda name: gguf.tensors[name].ggml_type)
-    parts = [[_load(gguf, name) for name in group] for _, group in runs]
-    return tuple(p[0] if len(p) == 1 else concat_rows(p) for p in parts)
-
-
-def _matmul(parts: tuple[QTensor, ...], x: np.ndarray) -> np.ndarray:
-    """x (N, cols) times every part, outputs side by side."""
-    return parts[0](x) if len(parts) == 1 else np.concatenate([p(x) for p in parts], axis=1)
