@@ -155,7 +155,7 @@ class Bert:
         cfg = self.cfg
         B, T = valid.shape
         H, d = cfg.n_head, cfg.head_dim
-        qkv = matmul_parts(blk.attn_qkv, x) + blk.attn_qkv_bias                         # (N, 3 · dim)
+        qkv = matmul_parts(blk.attn_qkv, x) + blk.attn_qkv_bias                     # (N, 3 · dim)
         padded = np.zeros((B * T, 3 * cfg.dim), np.float32)
         padded[valid.reshape(-1)] = qkv
         q, k, v = padded.reshape(B, T, 3, H, d).transpose(2, 0, 3, 1, 4)           # each (B, H, T, d)
