@@ -33,12 +33,13 @@ def load_fused(gguf: GGUFFile, names: list[str]) -> tuple[QTensor, ...]:
     one matrix so that one kernel call serves it. Quantized files mix types (a Q4_K_M file keeps attn_v in Q6_K in
     some layers), so q|k|v can come back as (q|k, v)."""
     runs = itertools.groupby(names, key=lambda name: gguf.tensors[name].ggml_type)
-    parts = [[_repacked(gguf, name) for name in group] for _, group in runs]      # not in the arena: it never
-    return tuple(_resident(_arena(gguf), p[0] if len(p) == 1 else concat_rows(p)) for p in parts)   # frees
+    # the parts stay out of the arena (it never frees): only the fused matrix moves in
+    parts = [[_repacked(gguf, name) for name in group] for _, group in runs]
+    return tuple(_resident(_arena(gguf), p[0] if len(p) == 1 else concat_rows(p)) for p in parts)
 
 
 def _repacked(gguf: GGUFFile, name: str, empty=np.empty) -> QTensor:
-    """One weight matrix repacked for the kernels, in ordinary memory.
+    """One weight matrix repacked for the kernels; a matrix of several row chunks is allocated by ``empty``.
 
     Each chunk of rows leaves resident memory as soon as it is repacked, so a big matrix (Gemma 3's 178 MB
     embedding) never has all its file pages resident next to its repacked copy; the final release drops the pages
