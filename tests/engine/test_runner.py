@@ -165,10 +165,21 @@ def _until(predicate, timeout_s: float = 30.0) -> bool:
     return predicate()
 
 
+def _settled_os_threads() -> int:
+    """The process's thread count once no other runner's worker is still on its way out (the module's runner ends
+    its thread, and that thread's OpenMP pool, just after its last job)."""
+    assert _until(lambda: not any(t.name == "pollama-engine" for t in threading.enumerate()))
+    counts = [_os_threads()]
+    while len(counts) < 2 or counts[-1] != counts[-2]:
+        time.sleep(0.05)
+        counts.append(_os_threads())
+    return counts[-1]
+
+
 def test_an_idle_runner_holds_no_threads_and_the_next_job_starts_one(smollm2):
     """The worker thread, and with it the OpenMP pool its kernels started, ends when there is nothing to do: a pool
     that merely exists makes every other pool stop spin-waiting (a second idle model halved decode speed)."""
-    before = _os_threads()
+    before = _settled_os_threads()
     runner = Runner(smollm2.model, smollm2.tokenizer, threads=2, on_thread_start=set_threads)
     try:
         assert not runner.working and _os_threads() == before          # nothing runs before the first job
