@@ -1,22 +1,24 @@
 """Serving throughput: concurrent streaming clients through real HTTP against `pollama serve`, and the HTTP overhead.
 
-    python benchmarks/serve.py [--model PATH] [--threads 2] [--clients 1,2,4,8] [--tokens 64] [--pairs 3]
-                               [--idle-model gemma3:270m]
+    python benchmarks/serve.py [--model PATH] [--threads 2] [--clients 1,2,4,8] [--tokens 64] [--pairs 8]
+                               [--rounds 3] [--idle-model gemma3:270m]
 
 Starts `python -m api serve` as a subprocess (so the clients here never hold the server's GIL) on a free loopback
-port, with a temporary store holding smollm2:135m and NUM_PARALLEL = the largest client count, then runs
-benchmarks/speed.py (same model, same threads, its own process, the server idle meanwhile) and ``http_single``
-alternately ``--pairs`` times: on a shared 2-core machine two processes' rates differ by up to ±10 % run to run, so
-one pair says little about a few per cent. Prints JSON lines:
+port, with a temporary store holding smollm2:135m and NUM_PARALLEL = the largest client count, and
+benchmarks/speed.py (same model, same threads) as a second process that keeps its model loaded and measures again
+whenever asked. The two alternate closely, each idle while the other runs: on a shared 2-core machine rates drift by
+up to ±10 % within minutes, so a comparison is only as good as the closeness of its two halves. Prints JSON lines:
   * ``engine``: speed.py's own line (forward passes only: a 256-token prompt, then 128 decode steps);
-  * ``http_single``: one stream with speed.py's 256-token prompt and 128 tokens: ``decode_tok_s`` as the client
-    sees it (first to last token), ``server_decode_tok_s`` from the server's eval_count / eval_duration, and
-    ``overhead_pct``: how much slower the client's rate is than speed.py's (sampling, the runner's queues, JSON and
-    HTTP together), and ``transport_overhead_pct`` against the server's own rate (JSON and HTTP alone);
+  * ``http_single`` (``--pairs`` of them): one stream with speed.py's 256-token prompt and 128 tokens:
+    ``decode_tok_s`` as the client sees it (first to last token), ``server_decode_tok_s`` from the server's
+    eval_count / eval_duration, ``engine_decode_tok_s`` the mean of the speed.py rounds right before and after it,
+    ``overhead_pct``: how much slower the client's rate is than that (sampling, the runner's queues, JSON and HTTP
+    together), and ``transport_overhead_pct`` against the server's own rate (JSON and HTTP alone);
   * ``http_overhead``: the median of the pairs' ``overhead_pct`` and each of them;
   * ``beside_idle_model``: the same one stream again while a second model (``--idle-model``, imported too) is
     loaded and idle, against the pairs' median (``ratio``): a loaded model must not slow the others down;
-  * ``concurrency``: N clients at once, each a distinct short raw prompt that the model continues without stopping:
+  * ``concurrency``: N clients at once, each a distinct short raw prompt that the model continues without stopping,
+    every client count run ``--rounds`` times in turn and reported as medians (``decode_tok_s_each``: each round):
     ``decode_tok_s``, the tokens of all clients per second while all N were decoding (from the last client's first
     token to the first client's last), and ``speedup``, that against the first client count (1);
     ``aggregate_tok_s``, decoded tokens of all clients over the whole span from the first first-token to the last
@@ -38,7 +40,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,12 +136,31 @@ def wait_ready(port: int, proc: subprocess.Popen) -> None:
     raise RuntimeError("pollama serve did not answer in time")
 
 
-def speed_line(path: Path, threads: int) -> dict:
-    """benchmarks/speed.py on the same model and threads, as its own process (no server running meanwhile)."""
-    out = subprocess.run([sys.executable, str(Path(__file__).with_name("speed.py")), "--model", str(path),
-                          "--threads", str(threads), "--prompt-tokens", str(SPEED_PROMPT_TOKENS),
-                          "--decode-tokens", str(SPEED_DECODE_TOKENS)], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+class EngineRounds:
+    """benchmarks/speed.py on the same model and threads as its own process, kept loaded (--again-on-stdin) so that
+    its decode measurements alternate closely with the HTTP runs; idle (blocked on stdin) while they run."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("speed.py")), "--model", str(path), "--threads",
+             str(threads), "--prompt-tokens", str(SPEED_PROMPT_TOKENS), "--decode-tokens", str(SPEED_DECODE_TOKENS),
+             "--again-on-stdin"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.first_line = self._line()
+
+    def decode_tok_s(self) -> float:
+        self._proc.stdin.write("\n")
+        self._proc.stdin.flush()
+        return self._line()["decode_tok_s"]
+
+    def close(self) -> None:
+        self._proc.stdin.close()
+        self._proc.wait(timeout=60)
+
+    def _line(self) -> dict:
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"speed.py exited with status {self._proc.wait()}")
+        return json.loads(line)
 
 
 def greedy(prompt: str, num_predict: int) -> dict:
@@ -151,7 +172,7 @@ def decode_rate(stream: Stream) -> float:
     return (len(stream.token_s) - 1) / (stream.token_s[-1] - stream.token_s[0])
 
 
-def http_single(port: int, engine_tok_s: float) -> dict:
+def http_single(port: int) -> dict:
     """speed.py's prompt (its first 256 tokens) and decode length through HTTP; the second of two runs."""
     tokens = post_json(port, "/api/tokenize", {"model": MODEL, "content": PROMPT_TEXT})["tokens"]
     prompt = post_json(port, "/api/detokenize", {"model": MODEL, "tokens": tokens[:SPEED_PROMPT_TOKENS]})["content"]
@@ -161,15 +182,41 @@ def http_single(port: int, engine_tok_s: float) -> dict:
     server_rate = stream.final["eval_count"] / (stream.final["eval_duration"] / 1e9)
     return {"bench": "http_single", "prompt_tokens": stream.final["prompt_eval_count"],
             "tokens": stream.final["eval_count"], "decode_tok_s": round(rate, 2),
-            "server_decode_tok_s": round(server_rate, 2), "engine_decode_tok_s": engine_tok_s,
-            "overhead_pct": round(100 * (1 - rate / engine_tok_s), 1),
+            "server_decode_tok_s": round(server_rate, 2),
             "transport_overhead_pct": round(100 * (1 - rate / server_rate), 1), "ttft_s": round(stream.ttft_s, 3)}
+
+
+def with_engine_rate(single: dict, engine_tok_s: float) -> dict:
+    """http_single's line with speed.py's rate beside it and ``overhead_pct``, how much slower the client's is."""
+    return {**single, "engine_decode_tok_s": round(engine_tok_s, 2),
+            "overhead_pct": round(100 * (1 - single["decode_tok_s"] / engine_tok_s), 1)}
+
+
+def http_overhead(port: int, path: Path, threads: int, pairs: int, emit: Callable[[dict], None]) -> list[dict]:
+    """``pairs`` http_single runs, each compared with the mean of the speed.py rounds right before and after it
+    (the server idles while speed.py runs, speed.py while the stream runs); emits each and their median."""
+    engine = EngineRounds(path, threads)
+    emit({"bench": "engine", **engine.first_line})
+    singles, before = [], engine.first_line["decode_tok_s"]
+    try:
+        for _ in range(pairs):
+            single = http_single(port)
+            after = engine.decode_tok_s()
+            singles.append(with_engine_rate(single, (before + after) / 2))
+            emit(singles[-1])
+            before = after
+    finally:
+        engine.close()
+    emit({"bench": "http_overhead", "pairs": pairs,
+          "overhead_pct_median": statistics.median(s["overhead_pct"] for s in singles),
+          "overhead_pct_each": [s["overhead_pct"] for s in singles]})
+    return singles
 
 
 def beside_idle_model(port: int, idle_model: str, alone_tok_s: float) -> dict:
     """http_single's stream again once ``idle_model`` is loaded (and left idle), against its rate alone."""
     assert post_json(port, "/api/generate", {"model": idle_model, "prompt": "", "stream": False})["done"]
-    rates = [http_single(port, alone_tok_s)["decode_tok_s"] for _ in range(2)]
+    rates = [http_single(port)["decode_tok_s"] for _ in range(2)]
     return {"bench": "beside_idle_model", "idle_model": idle_model, "decode_tok_s": rates,
             "alone_decode_tok_s": alone_tok_s, "ratio": round(statistics.median(rates) / alone_tok_s, 3)}
 
@@ -203,6 +250,16 @@ def concurrency(port: int, clients: int, tokens: int) -> dict:
             "ttft_s_mean": round(sum(ttfts) / clients, 3), "ttft_s_max": round(max(ttfts), 3)}
 
 
+def median_line(lines: list[dict], single: dict[str, float]) -> dict:
+    """The medians of one client count's concurrency lines (each rate's values too) and their speedups against the
+    medians of the first count (``single``)."""
+    rates = ("decode_tok_s", "aggregate_tok_s", "per_client_tok_s", "ttft_s_mean", "ttft_s_max")
+    median = {key: round(statistics.median(line[key] for line in lines), 3) for key in rates}
+    return {**lines[0], **median, "rounds": len(lines), "decode_tok_s_each": [line["decode_tok_s"] for line in lines],
+            "speedup": round(median["decode_tok_s"] / single["decode_tok_s"], 2),
+            "aggregate_speedup": round(median["aggregate_tok_s"] / single["aggregate_tok_s"], 2)}
+
+
 def all_decoding_rate(streams: list[Stream]) -> float:
     """Tokens per second of all streams together while every one of them was decoding: from the last stream's
     first token to the first stream's last token (nobody reading a prompt or finished in between)."""
@@ -218,7 +275,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="compute threads (both benches)")
     parser.add_argument("--clients", default="1,2,4,8", help="comma-separated numbers of concurrent clients")
     parser.add_argument("--tokens", type=int, default=64, help="tokens each concurrent client generates")
-    parser.add_argument("--pairs", type=int, default=3, help="speed.py / http_single pairs, run alternately")
+    parser.add_argument("--pairs", type=int, default=8, help="http_single runs, each between two speed.py rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="repetitions of the concurrency runs (medians)")
     parser.add_argument("--idle-model", default="gemma3:270m", help="loaded beside for beside_idle_model ('' = skip)")
     args = parser.parse_args()
     path = model_path(args.model)
@@ -230,24 +288,18 @@ def main() -> None:
 
     with server(path, args.threads, max(counts), others) as port:
         run_stream(port, greedy(counting_prompt(0), 4))                      # load and warm up
-        singles = []
-        for _ in range(args.pairs):                  # the server idles while speed.py runs
-            engine = speed_line(path, args.threads)
-            emit({"bench": "engine", **engine})
-            singles.append(http_single(port, engine["decode_tok_s"]))
-            emit(singles[-1])
-        emit({"bench": "http_overhead", "pairs": args.pairs,
-              "overhead_pct_median": statistics.median(s["overhead_pct"] for s in singles),
-              "overhead_pct_each": [s["overhead_pct"] for s in singles]})
+        singles = http_overhead(port, path, args.threads, args.pairs, emit)
         if args.idle_model:
-            emit(beside_idle_model(port, args.idle_model, statistics.median(s["decode_tok_s"] for s in singles)))
-        single = None
+            alone = statistics.median(s["decode_tok_s"] for s in singles)
+            emit(beside_idle_model(port, args.idle_model, alone))
+        lines = {n: [] for n in counts}
+        for _ in range(args.rounds):                 # client counts alternate: the machine's speed drifts
+            for n in counts:
+                lines[n].append(concurrency(port, n, args.tokens))
+        single = {key: statistics.median(line[key] for line in lines[counts[0]])
+                  for key in ("decode_tok_s", "aggregate_tok_s")}
         for n in counts:
-            line = concurrency(port, n, args.tokens)
-            single = single or line
-            emit({**line, "speedup": round(line["decode_tok_s"] / single["decode_tok_s"], 2),
-                  "aggregate_speedup": round(line["aggregate_tok_s"] / single["aggregate_tok_s"], 2)})
-
+            emit(median_line(lines[n], single))
 
 if __name__ == "__main__":
     main()

