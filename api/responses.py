@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from flask import has_request_context, request
@@ -86,3 +86,22 @@ def final_fields(step: Step, state: RunState, with_context: bool) -> dict:
     if state.truncated:
         out["prompt_truncated"] = state.truncated
     return out
+
+
+def gather(chunks: Iterable[dict], text_at: tuple[str, ...]) -> dict:
+    """A non-streamed answer from its chunks: the texts at ``text_at`` (a key path) joined, logprobs gathered in
+    order, everything else from the final chunk."""
+    parts, logprobs, last = [], [], {}
+    for last in chunks:
+        parts.append(_holder(last, text_at)[text_at[-1]])
+        logprobs.extend(last.get("logprobs", []))
+    _holder(last, text_at)[text_at[-1]] = "".join(parts)
+    if logprobs:
+        last["logprobs"] = logprobs
+    return last
+
+
+def _holder(chunk: dict, path: tuple[str, ...]) -> dict:
+    for key in path[:-1]:
+        chunk = chunk[key]
+    return chunk

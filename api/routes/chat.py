@@ -14,7 +14,7 @@ from api.durations import keep_alive_seconds
 from api.embedding import require_completion
 from api.errors import bad_request
 from api.formats import logprobs_json, prepare_output
-from api.responses import final_fields, run_steps
+from api.responses import final_fields, gather, run_steps
 from api.schemas import read_body
 from api.streaming import ndjson, now_rfc3339
 
@@ -63,12 +63,7 @@ def _respond(req: ChatRequest, state, tokenizer) -> Response:
 
     if req.stream:
         return ndjson(state.steps, to_json, state.headers)
-    parts, last = [], None
-    for step in state.steps:
-        last = to_json(step)
-        parts.append(last["message"]["content"])
-    last["message"]["content"] = "".join(parts)
-    response = jsonify(last)
+    response = jsonify(gather(map(to_json, state.steps), ("message", "content")))
     response.headers.update(state.headers)
     return response
 

@@ -13,7 +13,7 @@ from api.durations import keep_alive_seconds
 from api.embedding import require_completion
 from api.errors import bad_request
 from api.formats import logprobs_json, prepare_output
-from api.responses import final_fields, run_steps
+from api.responses import final_fields, gather, run_steps
 from api.schemas import parse_generate, read_body
 from api.streaming import ndjson, now_rfc3339
 
@@ -59,7 +59,7 @@ def generate() -> Response:
 
     if req.stream:
         return ndjson(run_state.steps, to_json, run_state.headers)
-    response = jsonify(_collect(run_state.steps, to_json))
+    response = jsonify(gather(map(to_json, run_state.steps), ("response",)))
     response.headers.update(run_state.headers)
     return response
 
@@ -69,16 +69,3 @@ def _chunk(model: str, text: str, done: bool, done_reason: str | None = None) ->
     if done_reason:
         chunk["done_reason"] = done_reason
     return chunk
-
-
-def _collect(steps, to_json) -> dict:
-    """One answer from all chunks: texts joined, logprobs gathered, the rest from the final chunk."""
-    parts, logprobs, last = [], [], None
-    for step in steps:
-        last = to_json(step)
-        parts.append(last["response"])
-        logprobs.extend(last.get("logprobs", []))
-    last["response"] = "".join(parts)
-    if logprobs:
-        last["logprobs"] = logprobs
-    return last

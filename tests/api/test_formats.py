@@ -72,6 +72,15 @@ def test_chat_streams_logprobs(server):
     assert sum(len(c.logprobs or []) for c in chunks) == chunks[-1].eval_count >= 2
 
 
+def test_non_streamed_chat_gathers_the_streamed_logprobs(server):
+    request = {"model": "smollm2:135m", "messages": [{"role": "user", "content": "Hi"}], "logprobs": True,
+               "top_logprobs": 2, "options": {"temperature": 0, "num_predict": 4}}
+    streamed = [lp for c in ollama.Client(host=server).chat(**request, stream=True) for lp in c.logprobs or []]
+    done = ollama.Client(host=server).chat(**request)
+    assert [lp.model_dump() for lp in done.logprobs] == [lp.model_dump() for lp in streamed] and len(streamed) == 4
+    assert "".join(lp.token for lp in done.logprobs) == done.message.content
+
+
 @pytest.mark.parametrize("top", [-1, 21])
 def test_top_logprobs_out_of_range_is_400(post, top):
     r = post("/api/generate", {"model": "smollm2:135m", "prompt": "x", "logprobs": True, "top_logprobs": top})
