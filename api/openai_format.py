@@ -21,9 +21,11 @@ import numpy as np
 from flask import Response, jsonify
 
 from api.errors import APIError
-from api.schemas import field
+from api.formats import logprobs_json
+from api.schemas import MAX_TOP_LOGPROBS, field
 from engine.generate import Metrics, Step
 from engine.runner import EngineError
+from engine.tokenizer import Tokenizer
 
 _ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
 _DATA_URL = re.compile(r"data:(?:image/(?:jpeg|jpg|png|webp))?;base64,(.*)", re.DOTALL)
@@ -112,13 +114,22 @@ def native_chat_body(body: dict) -> dict:
         raise InvalidParam("invalid type for field \"messages\": expected an array of objects", "messages")
     native = {"model": field(body, "model", str, ""), "messages": _messages(messages),
               "tools": field(body, "tools", list), "stream": field(body, "stream", bool, False),
-              "format": _format(field(body, "response_format", dict)), "options": sampling_options(body)}
+              "format": _format(field(body, "response_format", dict)), "options": sampling_options(body),
+              "logprobs": body.get("logprobs"), "top_logprobs": body.get("top_logprobs")}
     effort = field(body, "reasoning_effort", str) or field(field(body, "reasoning", dict, {}), "effort", str)
     if effort is not None:
         if effort not in _REASONING:
             raise InvalidParam(f"invalid reasoning_effort: {json.dumps(effort)}", "reasoning_effort")
         native["think"] = _REASONING[effort]
     return native
+
+
+def completion_logprobs(body: dict) -> int | None:
+    """/v1/completions' ``logprobs``: how many alternatives to report per token (0-20), or null for none."""
+    top = field(body, "logprobs", int)
+    if top is not None and not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise InvalidParam(f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}", "logprobs")
+    return top
 
 
 def completion_prompt(body: dict) -> str:
@@ -265,48 +276,84 @@ def finish_reason(step: Step) -> str:
     return "length" if step.done_reason == "length" else "stop"
 
 
-def collect(steps: Iterator[Step]) -> tuple[str, Step]:
-    """The whole text of a generation and its final step."""
-    parts, last = [], None
+@dataclass
+class Generated:
+    """A whole generation: its text, final step and, when asked for, each token's Ollama logprobs entry."""
+
+    text: str
+    last: Step
+    logprobs: list[dict] | None
+
+
+def collect(steps: Iterator[Step], tokenizer: Tokenizer, with_logprobs: bool) -> Generated:
+    parts, entries, last = [], [], None
     with closing(steps):
         for last in steps:
             parts.append(last.text)
-    return "".join(parts), last
+            entries += logprobs_json(last, tokenizer) or []
+    return Generated("".join(parts), last, entries if with_logprobs else None)
 
 
-def chat_completion(env: Envelope, text: str, last: Step) -> dict:
-    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason(last)}
-    return env.wrap([choice], usage=usage(last.metrics))
+def chat_completion(env: Envelope, done: Generated) -> dict:
+    choice = {"index": 0, "message": {"role": "assistant", "content": done.text},
+              "logprobs": _chat_logprobs(done.logprobs), "finish_reason": finish_reason(done.last)}
+    return env.wrap([choice], usage=usage(done.last.metrics))
 
 
-def chat_chunks(env: Envelope, steps: Iterator[Step], with_usage: bool) -> Iterator[dict]:
-    """Content deltas (the first one carries the role; empty ones are skipped), a finish chunk, then usage."""
+def chat_chunks(env: Envelope, steps: Iterator[Step], with_usage: bool, tokenizer: Tokenizer) -> Iterator[dict]:
+    """Content deltas (the first one carries the role; empty ones without logprobs are skipped), a finish chunk,
+    then usage."""
     with closing(steps):
         for i, step in enumerate(steps):
-            if step.text or i == 0:
+            entries = logprobs_json(step, tokenizer)
+            if step.text or i == 0 or entries:
                 delta = {"role": "assistant", "content": step.text} if i == 0 else {"content": step.text}
-                yield env.wrap([{"index": 0, "delta": delta, "finish_reason": None}])
+                yield env.wrap([{"index": 0, "delta": delta, "logprobs": _chat_logprobs(entries),
+                                 "finish_reason": None}])
             if step.done_reason is not None:
                 yield env.wrap([{"index": 0, "delta": {}, "finish_reason": finish_reason(step)}])
                 if with_usage:
                     yield env.wrap([], usage=usage(step.metrics))
 
 
-def text_completion(env: Envelope, text: str, last: Step) -> dict:
-    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason(last)}
-    return env.wrap([choice], usage=usage(last.metrics))
+def _chat_logprobs(entries: list[dict] | None) -> dict | None:
+    """OpenAI's chat logprobs: Ollama's entries ({token, logprob, bytes, top_logprobs}) under ``content``."""
+    return None if entries is None else {"content": entries}
 
 
-def completion_chunks(env: Envelope, steps: Iterator[Step], with_usage: bool) -> Iterator[dict]:
-    """One chunk per step with text; the final one carries finish_reason (as Ollama's), then usage."""
+def text_completion(env: Envelope, done: Generated, prompt_chars: int) -> dict:
+    choice = {"index": 0, "text": done.text, "logprobs": _legacy_logprobs(done.logprobs, prompt_chars),
+              "finish_reason": finish_reason(done.last)}
+    return env.wrap([choice], usage=usage(done.last.metrics))
+
+
+def completion_chunks(env: Envelope, steps: Iterator[Step], with_usage: bool, tokenizer: Tokenizer,
+                      prompt_chars: int) -> Iterator[dict]:
+    """One chunk per step with text or logprobs; the final one carries finish_reason (as Ollama's), then usage."""
+    offset = prompt_chars
     with closing(steps):
         for step in steps:
-            done = step.done_reason is not None
-            if step.text or done:
-                yield env.wrap([{"index": 0, "text": step.text, "logprobs": None,
+            done, entries = step.done_reason is not None, logprobs_json(step, tokenizer)
+            if step.text or done or entries:
+                yield env.wrap([{"index": 0, "text": step.text, "logprobs": _legacy_logprobs(entries, offset),
                                  "finish_reason": finish_reason(step) if done else None}])
+            offset += sum(len(e["token"]) for e in entries or [])
             if done and with_usage:
                 yield env.wrap([], usage=usage(step.metrics))
+
+
+def _legacy_logprobs(entries: list[dict] | None, offset: int) -> dict | None:
+    """The completions API's logprobs: parallel lists of tokens, their logprobs, {token: logprob} of the
+    alternatives, and each token's character offset (counted from the prompt's start, as OpenAI's)."""
+    if entries is None:
+        return None
+    offsets = []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry["token"])
+    return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries],
+            "text_offset": offsets}
 
 
 def model_card(model_id: str, created: int, owner: str) -> dict:

@@ -72,21 +72,21 @@ def chat_completions() -> Response:
         release_unless_running.callback(svc.pool.release, entry)
         tokenizer = entry.model.tokenizer
         _, tokens = chat_prompt_tokens(record, req, template, tokenizer, run.limits.num_ctx)
-        run, constraint = prepare_output(run, req.format, None, tokenizer)
+        run, constraint = prepare_output(run, req.format, req.logprobs, tokenizer)
         release_unless_running.pop_all()          # from here run_steps releases the model when it ends
     state = run_steps(svc.pool, entry, tokens, run, started_ns, load_ns, constraint)
     if req.stream:
         env = fmt.Envelope.new("chatcmpl", "chat.completion.chunk", req.model)
-        return fmt.sse(fmt.chat_chunks(env, state.steps, with_usage), state.headers)
+        return fmt.sse(fmt.chat_chunks(env, state.steps, with_usage, tokenizer), state.headers)
     env = fmt.Envelope.new("chatcmpl", "chat.completion", req.model)
-    return _json(fmt.chat_completion(env, *fmt.collect(state.steps)), state)
+    return _json(fmt.chat_completion(env, fmt.collect(state.steps, tokenizer, req.logprobs is not None)), state)
 
 
 @bp.post("/completions")
 def completions() -> Response:
     started_ns = time.perf_counter_ns()
     body = read_body()
-    model, text = field(body, "model", str, ""), fmt.completion_prompt(body)
+    model, text, top = field(body, "model", str, ""), fmt.completion_prompt(body), fmt.completion_logprobs(body)
     stream, with_usage = field(body, "stream", bool, False), fmt.include_usage(body)
     if not model:
         raise fmt.InvalidParam("model is required", "model")
@@ -97,16 +97,17 @@ def completions() -> Response:
     entry, load_ns = svc.pool.acquire(record, keep_alive_seconds(None, svc.settings.keep_alive))
     with ExitStack() as release_unless_running:
         release_unless_running.callback(svc.pool.release, entry)
-        tokens = prompt.encode(entry.model.tokenizer, text, [])       # raw: the prompt is used as is
+        tokenizer = entry.model.tokenizer
+        tokens = prompt.encode(tokenizer, text, [])       # raw: the prompt is used as is
         if not tokens:
             raise fmt.InvalidParam("prompt is empty", "prompt")
+        run, constraint = prepare_output(run, None, top, tokenizer)
         release_unless_running.pop_all()
-    state = run_steps(svc.pool, entry, tokens, run, started_ns, load_ns)
+    state = run_steps(svc.pool, entry, tokens, run, started_ns, load_ns, constraint)
+    env = fmt.Envelope.new("cmpl", "text_completion", model)
     if stream:
-        env = fmt.Envelope.new("cmpl", "text_completion", model)
-        return fmt.sse(fmt.completion_chunks(env, state.steps, with_usage), state.headers)
-    return _json(fmt.text_completion(fmt.Envelope.new("cmpl", "text_completion", model), *fmt.collect(state.steps)),
-                 state)
+        return fmt.sse(fmt.completion_chunks(env, state.steps, with_usage, tokenizer, len(text)), state.headers)
+    return _json(fmt.text_completion(env, fmt.collect(state.steps, tokenizer, top is not None), len(text)), state)
 
 
 @bp.get("/models")

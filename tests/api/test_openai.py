@@ -77,6 +77,53 @@ def test_stream_without_include_usage_has_no_usage_chunk(client):
     assert all(c.usage is None and c.choices for c in chunks)
 
 
+def test_chat_logprobs_are_the_native_ones_in_openai_shape(server, client):
+    native = requests.post(server + "/api/chat", timeout=120, json={
+        "model": MODEL, "messages": QUESTION, "stream": False, "logprobs": True, "top_logprobs": 3,
+        "options": {"temperature": 0, "num_predict": N}}).json()
+    done = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=N, logprobs=True,
+                                          top_logprobs=3)
+    entries = [e.model_dump() for e in done.choices[0].logprobs.content]
+    assert entries == native["logprobs"] and len(entries) == N
+    assert "".join(e["token"] for e in entries) == done.choices[0].message.content
+    for e in entries:                 # the model's distribution (the repeat penalty may pick another than the top)
+        assert len(e["top_logprobs"]) == 3 and e["logprob"] <= e["top_logprobs"][0]["logprob"] < 0
+        assert [t["logprob"] for t in e["top_logprobs"]] == sorted((t["logprob"] for t in e["top_logprobs"]),
+                                                                   reverse=True)
+    chunks = list(client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=N,
+                                                 logprobs=True, top_logprobs=3, stream=True))
+    streamed = [e.model_dump() for c in chunks if c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert streamed == entries
+    plain = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=2)
+    assert plain.choices[0].logprobs is None
+
+
+def test_completion_logprobs_are_openais_legacy_lists(server, client):
+    text = "The capital of France is"
+    native = requests.post(server + "/api/generate", timeout=120, json={
+        "model": MODEL, "prompt": text, "raw": True, "stream": False, "logprobs": True, "top_logprobs": 2,
+        "options": {"temperature": 0, "num_predict": N}}).json()
+    done = client.completions.create(model=MODEL, prompt=text, temperature=0, max_tokens=N, logprobs=2)
+    lp = done.choices[0].logprobs
+    assert lp.tokens == [e["token"] for e in native["logprobs"]] and "".join(lp.tokens) == done.choices[0].text
+    assert lp.token_logprobs == [e["logprob"] for e in native["logprobs"]]
+    assert lp.top_logprobs == [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in native["logprobs"]]
+    assert lp.text_offset == [len(text) + len("".join(lp.tokens[:i])) for i in range(N)]
+    chunks = list(client.completions.create(model=MODEL, prompt=text, temperature=0, max_tokens=N, logprobs=2,
+                                            stream=True))
+    logged = [c.choices[0].logprobs for c in chunks if c.choices[0].logprobs]
+    assert [t for c in logged for t in c.tokens] == lp.tokens
+    assert [o for c in logged for o in c.text_offset] == lp.text_offset
+    assert client.completions.create(model=MODEL, prompt=text, max_tokens=1).choices[0].logprobs is None
+
+
+@pytest.mark.parametrize("value", [21, -1, True, "2"])
+def test_bad_completion_logprobs_are_400(server, value):
+    body = {"model": MODEL, "prompt": "Hi", "max_tokens": 1, "logprobs": value}
+    error = error_of(requests.post(server + "/v1/completions", json=body, timeout=60), 400)
+    assert error["type"] == "invalid_request_error" and "logprobs" in error["message"]
+
+
 def test_sse_framing(server):
     body = {"model": MODEL, "messages": QUESTION, "temperature": 0, "max_tokens": 3, "stream": True}
     r = requests.post(server + "/v1/chat/completions", json=body, timeout=120)
@@ -297,6 +344,8 @@ def test_malformed_bodies_are_400_in_openai_shape(server, data):
     ({"response_format": {"type": "json_schema", "json_schema": {"schema": "not an object"}}}, None),
     ({"stream_options": {"include_usage": "yes"}}, None),
     ({"temperature": -1}, None),
+    ({"logprobs": "yes"}, None),
+    ({"logprobs": True, "top_logprobs": 21}, None),
 ])
 def test_wrong_chat_fields_are_400(server, extra, param):
     body = {"model": MODEL, "messages": QUESTION, "max_tokens": 1, **extra}
