@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -10,11 +9,10 @@ from typing import Any
 from api import prompt
 from api.errors import bad_request
 from api.model_pool import ModelRecord
-from api.schemas import field, model_field, parse_format, parse_logprobs
+from api.schemas import field, model_field, parse_format, parse_logprobs, parse_think
 from engine.tokenizer import Tokenizer
 from registry.template import JinjaTemplate, Template, TemplateError, render_prompt
 
-THINK_LEVELS = ("high", "medium", "low", "max")
 _MESSAGE_TEXT = ("content", "thinking", "tool_name", "tool_call_id")
 
 
@@ -39,7 +37,7 @@ def parse_chat(body: dict) -> ChatRequest:
     return ChatRequest(
         model=model_field(body), messages=parse_messages(body.get("messages")), tools=tools,
         stream=field(body, "stream", bool, True), format=parse_format(body), options=field(body, "options", dict),
-        keep_alive=body.get("keep_alive"), think=_think(body.get("think")),
+        keep_alive=body.get("keep_alive"), think=parse_think(body.get("think")),
         debug_render_only=field(body, "_debug_render_only", bool, False), logprobs=parse_logprobs(body),
     )
 
@@ -64,15 +62,6 @@ def _message(m: dict) -> dict:
     out["role"] = out.get("role", "").lower()
     out.setdefault("content", "")
     return out
-
-
-def _think(value: Any) -> bool | str | None:
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value in THINK_LEVELS:
-        return value
-    shown = json.dumps(value) if isinstance(value, str) else value
-    raise bad_request(f"invalid think value: {shown} (must be \"high\", \"medium\", \"low\", \"max\", true, or false)")
 
 
 def check_capabilities(template: Template | JinjaTemplate, req: ChatRequest, record: ModelRecord) -> None:

@@ -18,11 +18,14 @@ def parse_template(source: str) -> Template | JinjaTemplate:
 
 
 def render(template: Template | JinjaTemplate, messages: list[dict], system: str | None = None,
-           tokenizer: Tokenizer | None = None) -> str:
-    """The prompt text; ``tokenizer`` supplies bos/eos texts to Jinja templates."""
+           tokenizer: Tokenizer | None = None, *, prompt: str | None = None, suffix: str = "",
+           think: bool | str | None = None) -> str:
+    """The prompt text; ``tokenizer`` supplies bos/eos texts to Jinja templates. ``prompt`` is /api/generate's
+    (the last user message, or with a ``suffix`` the template's FIM values {Prompt, Suffix})."""
     specials = special_texts(tokenizer) if tokenizer is not None else {}
     try:
-        return render_prompt(template, messages, system=system, **specials)
+        return render_prompt(template, messages, system=system, legacy_prompt=prompt, suffix=suffix or None,
+                             think=think, **specials)
     except TemplateError as exc:
         raise bad_request(f"template error: {exc}") from None
 
@@ -35,14 +38,14 @@ def special_texts(tokenizer: Tokenizer) -> dict[str, str]:
     return {"bos_token": "" if tokenizer.add_bos else text(tokenizer.bos_id), "eos_token": text(tokenizer.eos_id)}
 
 
-def generate_messages(record: ModelRecord, prompt: str, system: str, with_history: bool) -> list[dict]:
-    """system (the request's, else the model's SYSTEM), the MESSAGE history (not with context), then the prompt."""
+def generate_messages(record: ModelRecord, system: str, with_history: bool) -> list[dict]:
+    """What comes before /api/generate's prompt: system (the request's, else the model's SYSTEM), then the
+    MESSAGE history (not with context)."""
     messages: list[dict] = []
     if system or record.system:
         messages.append({"role": "system", "content": system or record.system})
     if with_history:
         messages.extend(record.messages)
-    messages.append({"role": "user", "content": prompt})
     return messages
 
 

@@ -58,6 +58,7 @@ def token_list(body: dict, name: str) -> list[int]:
     return values
 
 
+THINK_LEVELS = ("high", "medium", "low", "max")
 MAX_TOP_LOGPROBS = 20
 
 
@@ -69,6 +70,16 @@ def parse_format(body: dict) -> Any:
     if fmt != "json" and not isinstance(fmt, dict):
         raise bad_request(f"invalid format: {json.dumps(fmt)}; expected \"json\" or a valid JSON Schema object")
     return fmt
+
+
+def parse_think(value: Any) -> bool | str | None:
+    """``think``: true, false, a level, or None when it was not set."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value in THINK_LEVELS:
+        return value
+    shown = json.dumps(value) if isinstance(value, str) else value
+    raise bad_request(f"invalid think value: {shown} (must be \"high\", \"medium\", \"low\", \"max\", true, or false)")
 
 
 def parse_logprobs(body: dict) -> int | None:
@@ -92,6 +103,8 @@ class GenerateRequest:
     options: dict | None
     keep_alive: Any
     logprobs: int | None     # None: off; N: the chosen token's logprob and the N most likely
+    suffix: str              # fill-in-the-middle: the text after the insertion (templates using .Suffix)
+    think: bool | str | None  # None = not set
 
 
 def parse_generate(body: dict) -> GenerateRequest:
@@ -100,4 +113,5 @@ def parse_generate(body: dict) -> GenerateRequest:
         template=field(body, "template", str, ""), context=token_list(body, "context"),
         stream=field(body, "stream", bool, True), raw=field(body, "raw", bool, False), format=parse_format(body),
         options=field(body, "options", dict), keep_alive=body.get("keep_alive"), logprobs=parse_logprobs(body),
+        suffix=field(body, "suffix", str, ""), think=parse_think(body.get("think")),
     )

@@ -13,8 +13,9 @@ from api.durations import keep_alive_seconds
 from api.embedding import require_completion
 from api.errors import bad_request
 from api.formats import logprobs_json, prepare_output
+from api.model_pool import ModelRecord
 from api.responses import final_fields, gather, run_steps
-from api.schemas import parse_generate, read_body
+from api.schemas import GenerateRequest, parse_generate, read_body
 from api.streaming import ndjson, now_rfc3339
 
 bp = Blueprint("generate", __name__)
@@ -33,6 +34,7 @@ def generate() -> Response:
         svc.pool.unload(record.digest)
         return jsonify(_chunk(req.model, "", done=True, done_reason="unload"))
     require_completion(record, req.model, "generate")
+    _check_capabilities(req, record)
     run = options.build(options.merge(record.params, req.options))
     template = None if req.raw else prompt.parse_template(req.template or record.template or prompt.DEFAULT_TEMPLATE)
     entry, load_ns = svc.pool.acquire(record, keep_alive)
@@ -42,8 +44,8 @@ def generate() -> Response:
             return jsonify(_chunk(req.model, "", done=True, done_reason="load"))
         tokenizer = entry.model.tokenizer
         text = req.prompt if req.raw else prompt.render(
-            template, prompt.generate_messages(record, req.prompt, req.system, with_history=not req.context),
-            tokenizer=tokenizer)
+            template, prompt.generate_messages(record, req.system, with_history=not req.context),
+            tokenizer=tokenizer, prompt=req.prompt, suffix=req.suffix, think=req.think)
         tokens = prompt.encode(tokenizer, text, req.context)
         run, constraint = prepare_output(run, req.format, req.logprobs, tokenizer)
         release_unless_running.pop_all()          # from here run_steps releases the model when it ends
@@ -62,6 +64,16 @@ def generate() -> Response:
     response = jsonify(gather(map(to_json, run_state.steps), ("response",)))
     response.headers.update(run_state.headers)
     return response
+
+
+def _check_capabilities(req: GenerateRequest, record: ModelRecord) -> None:
+    """400 when the model's own template cannot do what the request asks: fill in the middle (``suffix`` needs
+    .Suffix, Ollama's "insert") or thinking."""
+    template = prompt.parse_template(record.template or prompt.DEFAULT_TEMPLATE)
+    if req.suffix and not template.references("Suffix"):
+        raise bad_request(f"{record.name} does not support insert")
+    if req.think and not template.references("Thinking"):
+        raise bad_request(f"\"{req.model}\" does not support thinking")
 
 
 def _chunk(model: str, text: str, done: bool, done_reason: str | None = None) -> dict:

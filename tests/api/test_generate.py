@@ -144,3 +144,49 @@ def test_prompt_longer_than_num_ctx_is_truncated_and_says_so(server):
     dropped = int(r.headers["X-Pollama-Prompt-Truncated"])
     assert dropped > 0 and out["prompt_truncated"] == dropped
     assert out["prompt_eval_count"] == 31                     # num_ctx - 1: room for the first generated token
+
+
+def _derive(server, name, template):
+    body = {"model": name, "from": "smollm2:135m", "template": template, "stream": False}
+    assert requests.post(server + "/api/create", json=body, timeout=120).json() == {"status": "success"}
+
+
+def _prompt_tokens(post, body):
+    out = post("/api/generate", {**body, "stream": False, "options": {"num_predict": 1, "temperature": 0}}).json()
+    return out["context"][:out["prompt_eval_count"]]
+
+
+def test_suffix_fills_in_the_middle_through_the_template(server, post):
+    _derive(server, "fim-test", "{{- if .Suffix }}<PRE> {{ .Prompt }} <SUF>{{ .Suffix }} <MID>"
+                                "{{- else }}{{ .Prompt }}{{- end }}")
+    body = {"model": "fim-test", "prompt": "def add(a, b):", "suffix": "    return c"}
+    assert _prompt_tokens(post, body) == _tokenize(server, "<PRE> def add(a, b): <SUF>    return c <MID>")
+    assert _prompt_tokens(post, {**body, "suffix": ""}) == _tokenize(server, "def add(a, b):")
+
+
+def test_suffix_on_a_model_without_insert_is_400(post):
+    r = post("/api/generate", {"model": "smollm2:135m", "prompt": "def f(", "suffix": "return 1", "stream": False})
+    assert r.status_code == 400
+    assert r.json() == {"error": "registry.ollama.ai/library/smollm2:135m does not support insert"}
+
+
+@pytest.mark.parametrize("think, error", [
+    (True, '"smollm2:135m" does not support thinking'),
+    ("high", '"smollm2:135m" does not support thinking'),
+    ("loud", 'invalid think value: "loud" (must be "high", "medium", "low", "max", true, or false)'),
+    (3, "invalid think value: 3 (must be \"high\", \"medium\", \"low\", \"max\", true, or false)"),
+])
+def test_think_on_generate_is_checked(post, think, error):
+    r = post("/api/generate", {"model": "smollm2:135m", "prompt": "Hi", "think": think, "stream": False})
+    assert r.status_code == 400 and r.json() == {"error": error}
+    ok = post("/api/generate", {"model": "smollm2:135m", "prompt": "Hi", "think": False, "stream": False,
+                                "options": {"num_predict": 1}})
+    assert ok.status_code == 200 and ok.json()["done"]
+
+
+def test_think_reaches_a_thinking_template(server, post):
+    _derive(server, "think-test", "{{ if .Think }}<on {{ .ThinkLevel }}>{{ end }}"
+                                  "{{ range .Messages }}{{ .Content }}{{ if .Thinking }}{{ end }}{{ end }}")
+    for think, head in ((True, "<on >"), ("low", "<on low>"), (False, ""), (None, "")):
+        body = {"model": "think-test", "prompt": "Hi", **({} if think is None else {"think": think})}
+        assert _prompt_tokens(post, body) == _tokenize(server, head + "Hi"), think
