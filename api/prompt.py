@@ -17,6 +17,14 @@ def parse_template(source: str) -> Template | JinjaTemplate:
         raise bad_request(f"template error: {exc}") from None
 
 
+def insert_template(record: ModelRecord) -> Template | JinjaTemplate:
+    """The model's own template when it can fill in the middle (it uses .Suffix: Ollama's "insert" capability)."""
+    template = parse_template(record.template or DEFAULT_TEMPLATE)
+    if not template.references("Suffix"):
+        raise bad_request(f"{record.name} does not support insert")
+    return template
+
+
 def render(template: Template | JinjaTemplate, messages: list[dict], system: str | None = None,
            tokenizer: Tokenizer | None = None, *, prompt: str | None = None, suffix: str = "",
            think: bool | str | None = None) -> str:

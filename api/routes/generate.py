@@ -69,10 +69,9 @@ def generate() -> Response:
 def _check_capabilities(req: GenerateRequest, record: ModelRecord) -> None:
     """400 when the model's own template cannot do what the request asks: fill in the middle (``suffix`` needs
     .Suffix, Ollama's "insert") or thinking."""
-    template = prompt.parse_template(record.template or prompt.DEFAULT_TEMPLATE)
-    if req.suffix and not template.references("Suffix"):
-        raise bad_request(f"{record.name} does not support insert")
-    if req.think and not template.references("Thinking"):
+    if req.suffix:
+        prompt.insert_template(record)
+    if req.think and not prompt.parse_template(record.template or prompt.DEFAULT_TEMPLATE).references("Thinking"):
         raise bad_request(f"\"{req.model}\" does not support thinking")
 
 

@@ -87,18 +87,21 @@ def completions() -> Response:
     started_ns = time.perf_counter_ns()
     body = read_body()
     model, text, top = field(body, "model", str, ""), fmt.completion_prompt(body), fmt.completion_logprobs(body)
-    stream, with_usage = field(body, "stream", bool, False), fmt.include_usage(body)
+    stream, with_usage, suffix = field(body, "stream", bool, False), fmt.include_usage(body), field(body, "suffix", str)
     if not model:
         raise fmt.InvalidParam("model is required", "model")
     svc = services()
     record = svc.find(model)
     require_completion(record, model, "generate")
+    fim = prompt.insert_template(record) if suffix else None
     run = options.build(options.merge(record.params, fmt.sampling_options(body)))
     entry, load_ns = svc.pool.acquire(record, keep_alive_seconds(None, svc.settings.keep_alive))
     with ExitStack() as release_unless_running:
         release_unless_running.callback(svc.pool.release, entry)
         tokenizer = entry.model.tokenizer
-        tokens = prompt.encode(tokenizer, text, [])       # raw: the prompt is used as is
+        # raw: the prompt is used as is, unless it has a suffix to fill in before: {Prompt, Suffix} in the template
+        source = text if fim is None else prompt.render(fim, [], tokenizer=tokenizer, prompt=text, suffix=suffix)
+        tokens = prompt.encode(tokenizer, source, [])
         if not tokens:
             raise fmt.InvalidParam("prompt is empty", "prompt")
         run, constraint = prepare_output(run, None, top, tokenizer)

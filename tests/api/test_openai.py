@@ -396,3 +396,17 @@ def test_json_object_response_format_is_accepted(client):
 def test_response_format_becomes_the_chat_format(response_format, want):
     body = {"model": MODEL, "messages": QUESTION, "response_format": response_format}
     assert parse_chat(native_chat_body(body)).format == want
+
+
+def test_completion_suffix_fills_in_the_middle(server, client):
+    template = "{{- if .Suffix }}<PRE> {{ .Prompt }} <SUF>{{ .Suffix }} <MID>{{- else }}{{ .Prompt }}{{- end }}"
+    body = {"model": "openai-fim", "from": MODEL, "template": template, "stream": False}
+    assert requests.post(server + "/api/create", json=body, timeout=120).json() == {"status": "success"}
+    native = requests.post(server + "/api/generate", timeout=120, json={
+        "model": MODEL, "prompt": "<PRE> def add(a, b): <SUF>    return c <MID>", "raw": True, "stream": False,
+        "options": {"temperature": 0, "num_predict": N}}).json()
+    done = client.completions.create(model="openai-fim", prompt="def add(a, b):", suffix="    return c",
+                                     temperature=0, max_tokens=N)
+    assert done.choices[0].text == native["response"] and done.usage.prompt_tokens == native["prompt_eval_count"]
+    with pytest.raises(openai.BadRequestError, match="does not support insert"):
+        client.completions.create(model=MODEL, prompt="def add(a, b):", suffix="    return c", max_tokens=1)
