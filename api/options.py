@@ -15,6 +15,7 @@ from engine.generate import Limits
 from engine.sampling import SamplingOptions
 
 MAX_NUM_CTX = 1 << 17      # a context size beyond this is refused rather than allocated
+MIN_NUM_CTX = 4            # smaller ones are raised to it, as Ollama's scheduler does (a prompt needs room left)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def build(merged: dict[str, Any], default_ctx: int = 2048) -> RunOptions:
     sampling = SamplingOptions(**{k: v for k, v in merged.items() if k in sampling_names})
     limit_names = {f.name for f in fields(Limits)}
     limits = {k: v for k, v in merged.items() if k in limit_names}
-    limits.setdefault("num_ctx", default_ctx)
+    limits["num_ctx"] = max(MIN_NUM_CTX, limits.get("num_ctx", default_ctx))
     if "stop" in limits:
         limits["stop"] = tuple(s for s in limits["stop"] if s)
     if limits.get("num_keep", 0) < 0:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from flask import has_request_context, request
 
 from api.admission import ClientGone
+from api.errors import bad_request
 from api.model_pool import Loaded, ModelPool
 from api.options import RunOptions
 from engine.generate import Step, fit_prompt
@@ -34,6 +35,9 @@ def run_steps(pool: ModelPool, entry: Loaded, tokens: list[int], run: RunOptions
     answer writes nothing until the end, so between steps it asks waitress (``waitress.client_disconnected``, there
     when channel_request_lookahead > 0) and ends with ClientGone (499), which nobody reads.
     """
+    if not tokens:              # e.g. a template that renders nothing for this request
+        pool.release(entry)
+        raise bad_request("the prompt is empty once templated")
     gone = _disconnect_probe()
     try:
         pool.take_slot(entry, gone)

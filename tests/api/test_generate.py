@@ -190,3 +190,21 @@ def test_think_reaches_a_thinking_template(server, post):
     for think, head in ((True, "<on >"), ("low", "<on low>"), (False, ""), (None, "")):
         body = {"model": "think-test", "prompt": "Hi", **({} if think is None else {"think": think})}
         assert _prompt_tokens(post, body) == _tokenize(server, head + "Hi"), think
+
+
+@pytest.mark.parametrize("num_ctx", [1, 1.5, 3])
+def test_a_context_below_four_tokens_is_raised_to_four(post, num_ctx):
+    body = {"model": "smollm2:135m", "prompt": "one two three four five six", "raw": True, "stream": False,
+            "options": {"num_ctx": num_ctx, "num_predict": 1}}
+    out = post("/api/generate", body)
+    assert out.status_code == 200 and out.json()["prompt_eval_count"] == 3      # 4 positions, one left to generate
+
+
+def test_a_template_that_renders_nothing_is_400(server, post):
+    r = post("/api/generate", {"model": "smollm2:135m", "prompt": "Hi", "template": "{{ .System }}", "stream": False})
+    assert r.status_code == 400 and r.json() == {"error": "the prompt is empty once templated"}
+    _derive(server, "silent-test", "{{ range .Messages }}{{ end }}")
+    r = post("/api/chat", {"model": "silent-test", "messages": [{"role": "user", "content": "Hi"}], "stream": False})
+    assert r.status_code == 400 and r.json() == {"error": "the prompt is empty once templated"}
+    ok = post("/api/generate", {"model": "smollm2:135m", "prompt": "Hi", "stream": False, "options": {"num_predict": 1}})
+    assert ok.status_code == 200                                 # the refused requests left no slot or model held
