@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,37 @@ def read_body() -> dict[str, Any]:
         raise bad_request(f"invalid JSON body: {exc}") from None
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object")
-    return body
+    return _without_lone_surrogates(body) if _ESCAPED_SURROGATE.search(data) else body
+
+
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")      # JSON's only way to spell a lone surrogate
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(body: dict) -> dict:
+    """Every lone surrogate (a \\udXXX escape with no partner) in keys and strings replaced by U+FFFD, as Go's
+    JSON decoder does: such a string cannot be encoded as UTF-8, so a file, a hash or a tokenizer would fail on it.
+    Iterative: json.loads already accepted the nesting depth, a recursive walk might not."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return _SURROGATE.sub("\ufffd", value)
+        if isinstance(value, dict):
+            copy = {clean(k): v for k, v in value.items()}
+            pending.append(copy)
+            return copy
+        if isinstance(value, list):
+            copy = list(value)
+            pending.append(copy)
+            return copy
+        return value
+
+    pending: list = []
+    root = clean(body)
+    while pending:
+        node = pending.pop()
+        for key in (node if isinstance(node, dict) else range(len(node))):
+            node[key] = clean(node[key])
+    return root
 
 
 def field(body: dict, name: str, kind: type, default: Any = None) -> Any:
