@@ -25,8 +25,8 @@ def read_body() -> dict[str, Any]:
         raise bad_request("request body too large")
     if not data.strip():
         raise bad_request("missing request body")
-    try:
-        body = json.loads(data)
+    try:                # bytes that are not UTF-8 (encoded surrogates too) become U+FFFD, as in Go's decoder
+        body = json.loads(data.decode("utf-8-sig", "replace"))
     except (ValueError, RecursionError) as exc:
         raise bad_request(f"invalid JSON body: {exc}") from None
     if not isinstance(body, dict):

@@ -206,5 +206,6 @@ def test_a_template_that_renders_nothing_is_400(server, post):
     _derive(server, "silent-test", "{{ range .Messages }}{{ end }}")
     r = post("/api/chat", {"model": "silent-test", "messages": [{"role": "user", "content": "Hi"}], "stream": False})
     assert r.status_code == 400 and r.json() == {"error": "the prompt is empty once templated"}
-    ok = post("/api/generate", {"model": "smollm2:135m", "prompt": "Hi", "stream": False, "options": {"num_predict": 1}})
+    ok = post("/api/generate", {"model": "smollm2:135m", "prompt": "Hi", "stream": False,
+                                "options": {"num_predict": 1}})
     assert ok.status_code == 200                                 # the refused requests left no slot or model held

@@ -22,6 +22,11 @@ def test_lone_surrogates_become_replacement_characters_and_pairs_stay():
     assert json.dumps(body, ensure_ascii=False).encode("utf-8")          # every string can be UTF-8 now
 
 
+def test_bytes_that_are_not_utf8_become_replacement_characters():
+    assert body_of(b'{"a": "x\xed\xa0\x80y", "b": "\xff"}') == {"a": "x\ufffd\ufffd\ufffdy", "b": "\ufffd"}
+    assert body_of(b'\xef\xbb\xbf{"a": 1}') == {"a": 1}                  # a UTF-8 byte order mark is skipped
+
+
 def test_deep_bodies_with_a_surrogate_are_walked_without_recursion():
     depth = 900                                   # deeper than a recursive walk could go after json.loads
     raw = b'{"a": ' + b"[" * depth + rb'"\ud800"' + b"]" * depth + b"}"
@@ -41,9 +46,10 @@ def test_bodies_without_escapes_are_returned_as_parsed():
     ("/api/show", "post", {"model": "smollm2:135m\ud800"}, 400),
 ])
 def test_lone_surrogates_in_names_are_client_errors(server, path, method, body, status):
-    data = json.dumps(body)                                   # ensure_ascii: the surrogate travels as \ud800
-    r = getattr(requests, method)(server + path, data=data, timeout=60)
-    assert r.status_code == status and "error" in r.json()
+    for data in (json.dumps(body).encode(),                             # the surrogate as the escape \ud800
+                 json.dumps(body, ensure_ascii=False).encode("utf-8", "surrogatepass")):   # as 3 raw bytes
+        r = getattr(requests, method)(server + path, data=data, timeout=60)
+        assert r.status_code == status and "error" in r.json()
 
 
 def test_a_lone_surrogate_in_a_created_system_prompt_is_stored_as_a_replacement_character(server):
