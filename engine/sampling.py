@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.sampling_jit import greedy_penalized
+from engine.sampling_jit import greedy_penalized, top_k_penalized
 
 Candidates = tuple[np.ndarray, np.ndarray]          # (ids int (n,), logits f32 (n,))
 
@@ -510,15 +510,21 @@ class Sampler:
         newline = {"newline_id": self.newline_id, "penalize_newline": o.penalize_newline}
         if o.temperature <= 0:
             return greedy_penalized(logits, *penalties, **newline)
-        logits = apply_penalties(logits, *penalties, **newline)
         if o.mirostat in (1, 2):
-            return self._sample_mirostat(temperature(logits, o.temperature))
-        ids, logits = top_k(self._ids, logits, o.top_k)
+            return self._sample_mirostat(temperature(apply_penalties(logits, *penalties, **newline), o.temperature))
+        ids, logits = self._penalized_top_k(logits, penalties, newline)
         ids, logits = tail_free(ids, logits, o.tfs_z)
         ids, logits = typical(ids, logits, o.typical_p)
         ids, logits = top_p(ids, logits, o.top_p)
         ids, logits = min_p(ids, logits, o.min_p)
         return self._draw(ids, temperature(logits, o.temperature))[0]
+
+    def _penalized_top_k(self, logits: np.ndarray, penalties: tuple, newline: dict) -> Candidates:
+        """top_k(ids, apply_penalties(logits, ...), top_k): one compiled call where it applies, else the NumPy chain
+        (the same candidates either way)."""
+        k = self.options.top_k
+        head = top_k_penalized(logits, *penalties, k, **newline)
+        return head if head is not None else top_k(self._ids, apply_penalties(logits, *penalties, **newline), k)
 
     def _sample_mirostat(self, logits: np.ndarray) -> int:
         """Truncate by mu, draw, then move mu by the drawn token's surprise (renormalized probability)."""

@@ -2,7 +2,8 @@
 
 Numba compiles a kernel on its first call (or loads it from the on-disk cache). Without this, the first request
 that reaches a new path stalls while it compiles: a long prompt (threaded attention rows, Q4_K's groups of four,
-Q6_K's tiled run of eight), the first step that decodes two sequences together, a lone token (the matvec path).
+Q6_K's tiled run of eight), the first step that decodes two sequences together, a lone token (the matvec path),
+and the sampler's compiled steps (loading those from the cache took the first request ~0.1 s).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.kv_cache import Segment
+from engine.sampling_jit import greedy_penalized, top_k_penalized
 
 PROMPT_TOKENS = 16     # ops_jit.PARALLEL_ROWS: long enough for every prefill path
 
@@ -23,5 +25,7 @@ def warm_up(model) -> bool:
     caches = [model.new_cache(PROMPT_TOKENS + 2) for _ in range(2)]
     model.forward_batch([Segment(prompt, 0, caches[0]), Segment(prompt[:2], 0, caches[1])])
     model.forward_batch([Segment(prompt[:1], PROMPT_TOKENS, caches[0]), Segment(prompt[:1], 2, caches[1])])
-    model.forward_batch([Segment(prompt[:1], 3, caches[1])])
+    logits = model.forward_batch([Segment(prompt[:1], 3, caches[1])])[0]                # (vocab,)
+    greedy_penalized(logits, prompt[:2], 1.1, 0.0, 0.0)
+    top_k_penalized(logits, prompt[:2], 1.1, 0.0, 0.0, 1)          # None (not compiled) for a tiny vocabulary
     return True
