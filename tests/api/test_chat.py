@@ -133,10 +133,12 @@ def test_empty_messages_load_and_keep_alive_zero_unloads(server):
 
 def test_client_quirk_bodies_are_accepted(server):
     """ollama-python 0.3 (tools: [], format: ""), litellm (no Content-Type, images: [])."""
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi", "images": []}], "tools": [],
-            "format": "", "options": {}, "keep_alive": None, "stream": False}
+    bounded = {"model": "quirk-test", "from": MODEL, "parameters": {"num_predict": 4}, "stream": False}
+    assert requests.post(server + "/api/create", json=bounded, timeout=120).json() == {"status": "success"}
+    body = {"model": "quirk-test", "messages": [{"role": "user", "content": "Hi", "images": []}], "tools": [],
+            "format": "", "options": {}, "keep_alive": None, "stream": False}     # no limit: the model has one
     r = requests.post(server + "/api/chat", data=json.dumps(body), headers={"Content-Type": ""}, timeout=120)
-    assert r.status_code == 200 and r.json()["done"] is True
+    assert r.status_code == 200 and r.json()["done"] is True and r.json()["eval_count"] <= 4
     body["options"] = {"num_predict": 2}
     assert ollama.Client(host=server).chat(**{k: v for k, v in body.items() if k != "stream"}).eval_count == 2
 
