@@ -27,7 +27,7 @@ import numpy as np
 from engine.generate import Limits, Sequence, Step
 from engine.kv_cache import KVCache
 from engine.sampling import SamplingOptions
-from engine.threads import ThreadTuner
+from engine.threads import BatchTuners
 from engine.tokenizer import Tokenizer
 
 _DONE = object()
@@ -71,7 +71,7 @@ class Runner:
         self._waiting: deque[_Generation] = deque()
         self.steps_run = 0                         # forward passes so far (observable in tests and /api/ps)
         self._set_threads, self._threads = on_thread_start, threads
-        self.tuner = ThreadTuner() if threads == 0 and on_thread_start is not None else None   # 0 = measure
+        self.tuners = BatchTuners() if threads == 0 and on_thread_start is not None else None   # 0 = measure
         self._lock = threading.Lock()              # guards _thread and _closed against the worker's exit
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -127,7 +127,7 @@ class Runner:
 
     def _loop(self) -> None:
         if self._set_threads is not None:                 # calls (embeddings) run at the tuner's current best
-            self._set_threads(self.tuner.best if self.tuner else self._threads)
+            self._set_threads(self.tuners.best if self.tuners else self._threads)
         while self._take_jobs():
             if not self._active and not self._waiting and self._exit_if_idle():
                 return
@@ -217,14 +217,15 @@ class Runner:
             else:
                 batch.append((gen, gen.seq.next_segment(1)))
         prefilling = budget is not None
-        threads = self.tuner.pick() if self.tuner else 0
+        tuner = self.tuners.for_batch(len(batch)) if self.tuners else None
+        threads = 0 if tuner is None else tuner.best if prefilling else tuner.pick()    # trials time decode steps
         if threads:
             self._set_threads(threads)
         try:
             started = time.perf_counter()
             logits = self.model.forward_batch([segment for _, segment in batch])    # (len(batch), vocab)
             if threads and not prefilling:
-                self.tuner.record(threads, len(batch), time.perf_counter() - started)
+                tuner.record(threads, len(batch), time.perf_counter() - started)
             self.steps_run += 1
             for (gen, segment), row in zip(batch, np.asarray(logits), strict=True):
                 for step in gen.seq.advance(segment, row):

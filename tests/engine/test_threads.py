@@ -6,7 +6,15 @@ import threading
 
 import numba
 
-from engine.threads import DRIFT_STEPS, EXPLORE_FIRST, EXPLORE_LAST, TRIAL_STEPS, ThreadTuner, kernel_threads
+from engine.threads import (
+    DRIFT_STEPS,
+    EXPLORE_FIRST,
+    EXPLORE_LAST,
+    TRIAL_STEPS,
+    BatchTuners,
+    ThreadTuner,
+    kernel_threads,
+)
 
 
 def drive(tuner: ThreadTuner, cost: dict[int, float], steps: int) -> list[int]:
@@ -69,6 +77,23 @@ def test_a_lasting_change_of_the_best_counts_speed_brings_the_next_trial_forward
     assert tuner.interval == EXPLORE_FIRST
     steady = drive(tuner, faster, 2 * TRIAL_STEPS + EXPLORE_FIRST)
     assert steady[2 * TRIAL_STEPS:] == [2] * EXPLORE_FIRST          # no trial until the interval is up
+
+
+def test_each_batch_size_class_has_its_own_tuner_so_a_batch_change_is_no_load_change():
+    tuners = BatchTuners([1, 2])
+    assert tuners.for_batch(3) is tuners.for_batch(4) is not tuners.for_batch(5)
+    assert tuners.for_batch(1) is not tuners.for_batch(2) and tuners.for_batch(0) is tuners.for_batch(1)
+    per_token = {1: {1: 0.013, 2: 0.010}, 8: {1: 0.0030, 2: 0.0016}}   # eight sequences: far less per token
+    picks = []
+    for step in range(8 * EXPLORE_LAST):
+        batch = 1 if step // 40 % 2 else 8                              # sequences come and go every 40 steps
+        tuner = tuners.for_batch(batch)
+        n = tuner.pick()
+        picks.append(n)
+        tuner.record(n, batch, batch * per_token[batch][n])
+    assert tuners.best == tuners.for_batch(8).best == 2
+    assert tuners.for_batch(1).interval == tuners.for_batch(8).interval == EXPLORE_LAST   # no drift seen
+    assert picks.count(1) < 0.01 * len(picks)
 
 
 def test_kernel_threads_follows_numbas_count_for_each_thread():
