@@ -33,8 +33,8 @@ def top_k_penalized(logits: np.ndarray, history: np.ndarray, repeat_penalty: flo
                     frequency_penalty: float, k: int, *, newline_id: int | None = None,
                     penalize_newline: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
     """``sampling.top_k(arange(vocab), sampling.apply_penalties(logits, history, ...), k)``: the same (ids, logits),
-    sorted by logit descending, ties by id. None where the NumPy chain decides: k > 4096 or more than a quarter of
-    the vocabulary / 64, or a row holding NaN (or both infinities).
+    sorted by logit descending, ties by id. None where the NumPy chain decides: k > 4096, k > vocab / 256 (too few
+    64-float blocks to bound the k-th largest), or a row holding NaN (or both infinities).
 
     logits: f32 (vocab,), left as it was; history: int (h,) ids."""
     if not 1 <= k <= 4096 or 4 * k > logits.size // 64:

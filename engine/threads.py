@@ -6,7 +6,8 @@ two threads, 74 → 74 for one). The tuner keeps the fastest count and re-tries 
 the machine's load as it changes. A trial of the slower count costs its steps' extra time, so trials that keep
 confirming the same count come less and less often (every 64 decode steps at first, at most every 1024: 4 one-thread
 steps every 64 had cost ~4 % of two-thread decode), and a sustained change of the chosen count's own step time (the
-machine's load changed) brings the next trial forward at once.
+machine's load changed) brings the next trial forward at once. Runners keep one tuner per batch size class
+(BatchTuners): a step's time per token depends on how many sequences share it.
 """
 
 from __future__ import annotations
