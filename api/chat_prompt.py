@@ -68,8 +68,7 @@ def check_capabilities(template: Template | JinjaTemplate, req: ChatRequest, rec
     """400 when the request needs something the model's template cannot express (tools, thinking)."""
     if req.tools and not template.references("Tools"):
         raise bad_request(f"{record.name} does not support tools")
-    if req.think and not template.references("Thinking"):
-        raise bad_request(f"\"{req.model}\" does not support thinking")
+    prompt.require_thinking(template, req.think, req.model)
 
 
 def chat_messages(record: ModelRecord, messages: list[dict]) -> list[dict]:

@@ -25,6 +25,12 @@ def insert_template(record: ModelRecord) -> Template | JinjaTemplate:
     return template
 
 
+def require_thinking(template: Template | JinjaTemplate, think: bool | str | None, model: str) -> None:
+    """400 when ``think`` asks for thinking that the template cannot express (it has no .Thinking)."""
+    if think and not template.references("Thinking"):
+        raise bad_request(f"\"{model}\" does not support thinking")
+
+
 def render(template: Template | JinjaTemplate, messages: list[dict], system: str | None = None,
            tokenizer: Tokenizer | None = None, *, prompt: str | None = None, suffix: str = "",
            think: bool | str | None = None) -> str:

@@ -250,14 +250,11 @@ def concurrency(port: int, clients: int, tokens: int) -> dict:
             "ttft_s_mean": round(sum(ttfts) / clients, 3), "ttft_s_max": round(max(ttfts), 3)}
 
 
-def median_line(lines: list[dict], single: dict[str, float]) -> dict:
-    """The medians of one client count's concurrency lines (each rate's values too) and their speedups against the
-    medians of the first count (``single``)."""
+def median_line(lines: list[dict]) -> dict:
+    """The medians of one client count's concurrency lines, with each round's decode rate."""
     rates = ("decode_tok_s", "aggregate_tok_s", "per_client_tok_s", "ttft_s_mean", "ttft_s_max")
     median = {key: round(statistics.median(line[key] for line in lines), 3) for key in rates}
-    return {**lines[0], **median, "rounds": len(lines), "decode_tok_s_each": [line["decode_tok_s"] for line in lines],
-            "speedup": round(median["decode_tok_s"] / single["decode_tok_s"], 2),
-            "aggregate_speedup": round(median["aggregate_tok_s"] / single["aggregate_tok_s"], 2)}
+    return {**lines[0], **median, "rounds": len(lines), "decode_tok_s_each": [line["decode_tok_s"] for line in lines]}
 
 
 def all_decoding_rate(streams: list[Stream]) -> float:
@@ -296,10 +293,13 @@ def main() -> None:
         for _ in range(args.rounds):                 # client counts alternate: the machine's speed drifts
             for n in counts:
                 lines[n].append(concurrency(port, n, args.tokens))
-        single = {key: statistics.median(line[key] for line in lines[counts[0]])
-                  for key in ("decode_tok_s", "aggregate_tok_s")}
+        medians = {n: median_line(lines[n]) for n in counts}
+        single = medians[counts[0]]
         for n in counts:
-            emit(median_line(lines[n], single))
+            line = medians[n]
+            emit({**line, "speedup": round(line["decode_tok_s"] / single["decode_tok_s"], 2),
+                  "aggregate_speedup": round(line["aggregate_tok_s"] / single["aggregate_tok_s"], 2)})
+
 
 if __name__ == "__main__":
     main()

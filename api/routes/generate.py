@@ -71,8 +71,8 @@ def _check_capabilities(req: GenerateRequest, record: ModelRecord) -> None:
     .Suffix, Ollama's "insert") or thinking."""
     if req.suffix:
         prompt.insert_template(record)
-    if req.think and not prompt.parse_template(record.template or prompt.DEFAULT_TEMPLATE).references("Thinking"):
-        raise bad_request(f"\"{req.model}\" does not support thinking")
+    if req.think:
+        prompt.require_thinking(prompt.parse_template(record.template or prompt.DEFAULT_TEMPLATE), req.think, req.model)
 
 
 def _chunk(model: str, text: str, done: bool, done_reason: str | None = None) -> dict:
